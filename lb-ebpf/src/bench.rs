@@ -1,0 +1,117 @@
+//! Programs for `cargo xtask bench dataplane`, never loaded by the agent.
+//!
+//! `test_run` with `repeat` reuses one buffer, so a rewriting program would see
+//! its own output from the second repeat on. `restore_and_call` writes the
+//! saved packet back before every run and tail-calls the program under test;
+//! `restore_only` does the same work without the call, so its time can be
+//! subtracted. `baseline` is the bare forwarder the ratios are taken against.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::bpf_xdp_store_bytes,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray, ProgramArray},
+    programs::XdpContext,
+};
+
+/// The packet to restore, its length, and whether to vary the source per run.
+#[repr(C)]
+pub struct Saved {
+    pub len: u32,
+    /// Non-zero: write a new source port and address low byte each run, so every
+    /// run is a new flow.
+    pub vary: u32,
+    pub data: [u8; 128],
+}
+
+#[map]
+static SAVED: Array<Saved> = Array::with_max_entries(1, 0);
+#[map]
+static RUNS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn restore(ctx: &XdpContext) -> bool {
+    let Some(s) = SAVED.get_ptr_mut(0) else {
+        return false;
+    };
+    let len = unsafe { (*s).len };
+    if len == 0 || len > 128 {
+        return false;
+    }
+    let rc = unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, (*s).data.as_mut_ptr().cast(), len) };
+    if rc != 0 {
+        return false;
+    }
+    if unsafe { (*s).vary } != 0 {
+        let Some(n) = RUNS.get_ptr_mut(0) else {
+            return false;
+        };
+        let run = unsafe {
+            *n = (*n).wrapping_add(1);
+            *n
+        };
+        // Source port (offset 34) and the last byte of the source address (29)
+        // of an untagged IPv4 packet without options.
+        let start = ctx.data();
+        if start + 36 > ctx.data_end() {
+            return false;
+        }
+        unsafe {
+            *((start + 34) as *mut u16) = (run as u16).to_be();
+            *((start + 29) as *mut u8) = (run >> 16) as u8;
+        }
+    }
+    true
+}
+
+#[xdp]
+pub fn restore_and_call(ctx: XdpContext) -> u32 {
+    if !restore(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    unsafe {
+        let _ = JUMP.tail_call(&ctx, 0);
+    }
+    xdp_action::XDP_ABORTED
+}
+
+#[xdp]
+pub fn restore_only(ctx: XdpContext) -> u32 {
+    if !restore(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    xdp_action::XDP_TX
+}
+
+/// Parse Ethernet and IPv4, swap the MACs, send it back.
+#[xdp]
+pub fn baseline(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 34 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    unsafe {
+        if *((start + 12) as *const u16) != 0x0800u16.to_be() || *((start + 14) as *const u8) >> 4 != 4 {
+            return xdp_action::XDP_PASS;
+        }
+        let eth = start as *mut [u8; 6];
+        let dst = *eth;
+        *eth = *eth.add(1);
+        *eth.add(1) = dst;
+    }
+    xdp_action::XDP_TX
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,71 @@
+//! Next hop via `bpf_fib_lookup`, then XDP_TX or XDP_REDIRECT.
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::generated::bpf_fib_lookup as fib_lookup,
+    programs::XdpContext,
+    EbpfContext,
+};
+use lb_common::Reason;
+
+use crate::{
+    maps::DEVMAP,
+    parse::{EthHdr, Ipv4Hdr},
+    stats::count,
+};
+
+const AF_INET: u8 = 2;
+
+/// Routes the already rewritten packet: sets the MACs of the next hop and
+/// returns the XDP action. An unresolved neighbour goes to the kernel, which
+/// forwards the packet and resolves it for the next one.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, eth: *mut EthHdr, ip: *const Ipv4Hdr, sport: u16, dport: u16) -> u32 {
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    unsafe {
+        p.family = AF_INET;
+        p.l4_protocol = (*ip).proto;
+        p.sport = sport;
+        p.dport = dport;
+        p.__bindgen_anon_1.tot_len = u16::from_be((*ip).tot_len);
+        p.ifindex = ingress;
+        p.__bindgen_anon_2.tos = (*ip).tos;
+        p.__bindgen_anon_3.ipv4_src = (*ip).src;
+        p.__bindgen_anon_4.ipv4_dst = (*ip).dst;
+    }
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        unsafe {
+            (*eth).dst = p.dmac;
+            (*eth).src = p.smac;
+        }
+        if p.ifindex == ingress {
+            count(Reason::TxForward);
+            return xdp_action::XDP_TX;
+        }
+        return match DEVMAP.redirect(p.ifindex, xdp_action::XDP_PASS as u64) {
+            Ok(a) => {
+                count(Reason::RedirectForward);
+                a
+            }
+            Err(a) => {
+                count(Reason::PassNoDevmap);
+                a
+            }
+        };
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        count(Reason::PassNoNeigh);
+    } else {
+        count(Reason::PassFibFailed);
+    }
+    xdp_action::XDP_PASS
+}

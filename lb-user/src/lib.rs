@@ -1,0 +1,4 @@
+//! The agent of the XDP load balancer: loads the data path and programs it.
+
+pub mod dataplane;
+pub mod maglev;
