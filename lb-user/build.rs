@@ -11,8 +11,14 @@ fn main() {
     for dir in ["src"] {
         println!("cargo:rerun-if-changed={}", ebpf.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", ebpf.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", root.join("lb-common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        ebpf.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("lb-common/src").display()
+    );
 
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
@@ -24,13 +30,21 @@ fn main() {
         .current_dir(&ebpf);
     // The outer build's settings are for the host; keep them out.
     for (k, _) in env::vars() {
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k.starts_with("RUSTC") || k == "RUSTFLAGS" || k == "RUSTUP_TOOLCHAIN" {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME"
+            || k.starts_with("RUSTC")
+            || k == "RUSTFLAGS"
+            || k == "RUSTUP_TOOLCHAIN"
+        {
             cmd.env_remove(k);
         }
     }
-    let status = cmd.status().expect("cannot run rustup: run `cargo xtask setup`");
+    let status = cmd
+        .status()
+        .expect("cannot run rustup: run `cargo xtask setup`");
     if !status.success() {
-        panic!("building lb-ebpf failed; `cargo xtask setup` installs rust-src and bpf-linker 0.10.2");
+        panic!(
+            "building lb-ebpf failed; `cargo xtask setup` installs rust-src and bpf-linker 0.10.2"
+        );
     }
     for bin in ["lb", "bench"] {
         let obj = target_dir.join("bpfel-unknown-none/release").join(bin);

@@ -20,7 +20,13 @@ impl CsumDiff {
     #[inline(always)]
     pub const fn u32(self, old: u32, new: u32) -> Self {
         let o = !old;
-        CsumDiff(self.0 + (o >> 16) as u64 + (o & 0xffff) as u64 + (new >> 16) as u64 + (new & 0xffff) as u64)
+        CsumDiff(
+            self.0
+                + (o >> 16) as u64
+                + (o & 0xffff) as u64
+                + (new >> 16) as u64
+                + (new & 0xffff) as u64,
+        )
     }
 
     /// A 16-bit word changes from `old` to `new`.
@@ -66,7 +72,8 @@ mod tests {
         for _ in 0..10_000 {
             let mut w: [u16; 8] = core::array::from_fn(|_| rnd() as u16);
             let check = full(&w);
-            let (o32, n32, o16, n16) = ((w[0] as u32) << 16 | w[1] as u32, rnd(), w[5], rnd() as u16);
+            let (o32, n32, o16, n16) =
+                ((w[0] as u32) << 16 | w[1] as u32, rnd(), w[5], rnd() as u16);
             w[0] = (n32 >> 16) as u16;
             w[1] = n32 as u16;
             w[5] = n16;

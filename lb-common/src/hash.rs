@@ -7,8 +7,14 @@
 
 #[inline(always)]
 const fn mix(h: u32, k: u32) -> u32 {
-    let k = k.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    let k = k
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
@@ -54,7 +60,8 @@ mod tests {
     fn spreads_ports_evenly() {
         let mut buckets = [0u32; 16];
         for p in 0..16_000u16 {
-            buckets[(flow_hash(7, 0x0100000a, 0x0200000a, p.to_be(), 80u16.to_be(), 6) % 16) as usize] += 1;
+            buckets[(flow_hash(7, 0x0100000a, 0x0200000a, p.to_be(), 80u16.to_be(), 6) % 16)
+                as usize] += 1;
         }
         for b in buckets {
             assert!((900..1100).contains(&b), "{buckets:?}");

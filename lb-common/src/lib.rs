@@ -251,7 +251,8 @@ impl Reason {
 /// and flips `Service::table` in a single map update.
 #[inline(always)]
 pub const fn maglev_slot(service_id: u32, table: u32, m: u32, hash: u32) -> u32 {
-    (service_id * 2 + (table & 1)) * m + hash % m
+    // checked_rem: no panic path in the BPF object; m is never 0 in practice.
+    (service_id * 2 + (table & 1)) * m + rem(hash, m)
 }
 
 /// The SNAT pool candidate `attempt` for a flow with hash `hash`: returns the
@@ -260,12 +261,29 @@ pub const fn maglev_slot(service_id: u32, table: u32, m: u32, hash: u32) -> u32 
 #[inline(always)]
 pub fn snat_candidate(svc: &Service, hash: u32, attempt: u32) -> (u32, u16) {
     let nports = (svc.port_max as u32).wrapping_sub(svc.port_min as u32) + 1;
-    let naddrs = if svc.snat_count == 0 { 1 } else { svc.snat_count };
+    let naddrs = if svc.snat_count == 0 {
+        1
+    } else {
+        svc.snat_count
+    };
     let total = nports * naddrs;
     // The low bits pick the Maglev slot; rotate so the SNAT choice uses others.
-    let start = hash.rotate_left(16) % total;
-    let idx = (start + attempt) % total;
-    (idx / nports, svc.port_min.wrapping_add((idx % nports) as u16))
+    let start = rem(hash.rotate_left(16), total);
+    let idx = rem(start + attempt, total);
+    let addr = match idx.checked_div(nports) {
+        Some(a) => a,
+        None => 0,
+    };
+    (addr, svc.port_min.wrapping_add(rem(idx, nports) as u16))
+}
+
+/// `a % b`, 0 when `b` is 0: the BPF object must have no panic path.
+#[inline(always)]
+pub const fn rem(a: u32, b: u32) -> u32 {
+    match a.checked_rem(b) {
+        Some(r) => r,
+        None => 0,
+    }
 }
 
 #[cfg(feature = "user")]

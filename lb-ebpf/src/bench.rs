@@ -95,7 +95,9 @@ pub fn baseline(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
     unsafe {
-        if *((start + 12) as *const u16) != 0x0800u16.to_be() || *((start + 14) as *const u8) >> 4 != 4 {
+        if *((start + 12) as *const u16) != 0x0800u16.to_be()
+            || *((start + 14) as *const u8) >> 4 != 4
+        {
             return xdp_action::XDP_PASS;
         }
         let eth = start as *mut [u8; 6];

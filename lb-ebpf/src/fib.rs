@@ -20,7 +20,13 @@ const AF_INET: u8 = 2;
 /// returns the XDP action. An unresolved neighbour goes to the kernel, which
 /// forwards the packet and resolves it for the next one.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, eth: *mut EthHdr, ip: *const Ipv4Hdr, sport: u16, dport: u16) -> u32 {
+pub fn forward(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *const Ipv4Hdr,
+    sport: u16,
+    dport: u16,
+) -> u32 {
     let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     unsafe {

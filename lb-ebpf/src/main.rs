@@ -15,10 +15,12 @@ mod nat;
 mod parse;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
 use lb_common::{
-    hash::flow_hash, FlowKey, Reason, ServiceKey, ADDR_SNAT, ADDR_VIP, CT_FIN, PROTO_TCP, PROTO_UDP,
-    SVC_ENABLED,
+    hash::flow_hash, FlowKey, Reason, ServiceKey, ADDR_SNAT, ADDR_VIP, CT_FIN, PROTO_TCP,
+    PROTO_UDP, SVC_ENABLED,
 };
 
 use crate::{
@@ -74,12 +76,14 @@ fn process(ctx: &XdpContext) -> u32 {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
         return pass(Reason::PassNotOurs);
     };
-    let Some(&kind) = (unsafe { ADDRS.get(&(*ip).dst) }) else {
+    let dst = unsafe { (*ip).dst };
+    let Some(&kind) = (unsafe { ADDRS.get(&dst) }) else {
         return pass(Reason::PassNotOurs);
     };
 
     // From here on the packet is addressed to us: apply the policies.
-    let (vihl, frag, tot_len, ip_proto) = unsafe { ((*ip).vihl, (*ip).frag_off, (*ip).tot_len, (*ip).proto) };
+    let (vihl, frag, tot_len, ip_proto) =
+        unsafe { ((*ip).vihl, (*ip).frag_off, (*ip).tot_len, (*ip).proto) };
     if vihl >> 4 != 4 || vihl & 0xf < 5 {
         return drop(Reason::DropMalformed);
     }
@@ -144,7 +148,8 @@ fn process(ctx: &XdpContext) -> u32 {
     if kind & ADDR_VIP != 0 {
         if let Some(c) = CONNS.get_ptr_mut(&key) {
             let conn = unsafe { &mut *c };
-            let reopened = l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && conn.flags & CT_FIN != 0;
+            let reopened =
+                l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && conn.flags & CT_FIN != 0;
             if !reopened && !expired(cfg, ip_proto, conn.flags, conn.last_seen, now) {
                 let to = Endpoints {
                     src_addr: conn.snat_addr,
@@ -225,7 +230,14 @@ fn process(ctx: &XdpContext) -> u32 {
     if l4.tcp_flags & TCP_RST != 0 {
         return drop(Reason::DropRstNoConn);
     }
-    let hash = flow_hash(cfg.hash_seed, key.src_addr, key.dst_addr, key.src_port, key.dst_port, ip_proto);
+    let hash = flow_hash(
+        cfg.hash_seed,
+        key.src_addr,
+        key.dst_addr,
+        key.src_port,
+        key.dst_port,
+        ip_proto,
+    );
     let Some((backend_id, be)) = maglev::pick(cfg, svc, hash, key.src_addr) else {
         return drop(Reason::DropNoBackend);
     };

@@ -167,7 +167,10 @@ impl Dataplane {
             .map_max_entries("NATS", limits.conn_max)
             .load(OBJECT)
             .context("loading the XDP object")?;
-        let prog: &mut Xdp = ebpf.program_mut("lb").context("no program lb")?.try_into()?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("lb")
+            .context("no program lb")?
+            .try_into()?;
         prog.load().context("verifying the XDP program")?;
         let mut dp = Dataplane {
             ebpf,
@@ -216,7 +219,10 @@ impl Dataplane {
         &'a mut self,
         name: &str,
     ) -> Result<T> {
-        let m = self.ebpf.map_mut(name).with_context(|| format!("no map {name}"))?;
+        let m = self
+            .ebpf
+            .map_mut(name)
+            .with_context(|| format!("no map {name}"))?;
         T::try_from(m).with_context(|| format!("map {name}"))
     }
 
@@ -251,7 +257,11 @@ impl Dataplane {
     /// Writes one backend.
     pub fn set_backend(&mut self, b: &BackendSpec) -> Result<()> {
         if b.id >= self.limits.max_backends {
-            bail!("backend id {} beyond max_backends {}", b.id, self.limits.max_backends);
+            bail!(
+                "backend id {} beyond max_backends {}",
+                b.id,
+                self.limits.max_backends
+            );
         }
         let mut m: Array<&mut MapData, Backend> = self.map("BACKENDS")?;
         let v = Backend {
@@ -268,12 +278,20 @@ impl Dataplane {
     /// one update of the service entry flips to it.
     pub fn apply_service(&mut self, spec: &ServiceSpec) -> Result<()> {
         if spec.id >= self.limits.max_services {
-            bail!("service id {} beyond max_services {}", spec.id, self.limits.max_services);
+            bail!(
+                "service id {} beyond max_services {}",
+                spec.id,
+                self.limits.max_services
+            );
         }
         for b in &spec.backends {
             self.set_backend(b)?;
         }
-        let table = maglev::build(self.config.hash_seed, self.limits.maglev_size, &spec.members());
+        let table = maglev::build(
+            self.config.hash_seed,
+            self.limits.maglev_size,
+            &spec.members(),
+        );
         let next = match self.live_table.get(&spec.id) {
             Some(t) => t ^ 1,
             None => 0,
@@ -307,7 +325,10 @@ impl Dataplane {
 
     /// The live Maglev table of a service, as the data path sees it.
     pub fn live_table(&mut self, service_id: u32) -> Result<Vec<u32>> {
-        let table = *self.live_table.get(&service_id).context("no such service")?;
+        let table = *self
+            .live_table
+            .get(&service_id)
+            .context("no such service")?;
         let size = self.limits.maglev_size;
         let base = (service_id * 2 + table) * size;
         let m: Array<&mut MapData, u32> = self.map("MAGLEV")?;

@@ -27,7 +27,10 @@ pub struct Member {
 
 /// Whether `n` is prime (table sizes must be).
 pub fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| (*d as u64) * (*d as u64) <= n as u64).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d: &u32| (*d as u64) * (*d as u64) <= n as u64)
+            .all(|d| n % d != 0)
 }
 
 /// Builds the table of `m` slots (prime). The result depends only on the seed,
@@ -130,7 +133,10 @@ mod tests {
         for i in 0..4u32 {
             let want = DEFAULT_SIZE as f64 * (i + 1) as f64 / 10.0;
             let got = s[&i] as f64;
-            assert!((got - want).abs() / want <= 0.02, "backend {i}: {got} vs {want}");
+            assert!(
+                (got - want).abs() / want <= 0.02,
+                "backend {i}: {got} vs {want}"
+            );
         }
     }
 
@@ -141,7 +147,9 @@ mod tests {
         m.reverse();
         assert_eq!(a, build(1, 251, &m));
         assert!(!a.contains(&3));
-        assert!(build(1, 251, &members(3, |_| 0)).iter().all(|&b| b == NO_BACKEND));
+        assert!(build(1, 251, &members(3, |_| 0))
+            .iter()
+            .all(|&b| b == NO_BACKEND));
     }
 
     #[test]

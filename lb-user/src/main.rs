@@ -28,7 +28,11 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Maglev { seed, size, backends } => {
+        Cmd::Maglev {
+            seed,
+            size,
+            backends,
+        } => {
             let members = backends
                 .iter()
                 .enumerate()
@@ -56,7 +60,10 @@ fn parse_member(id: u32, s: &str) -> Result<Member> {
 
 /// FNV-1a over the table, stable across processes and builds.
 pub fn digest(table: &[u32]) -> u64 {
-    table.iter().flat_map(|v| v.to_le_bytes()).fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    table
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }

@@ -1,0 +1,5 @@
+//! Shared test support: namespaces and packet building.
+#![allow(dead_code)]
+
+pub mod netns;
+pub mod packet;
