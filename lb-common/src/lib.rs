@@ -88,7 +88,43 @@ pub struct FlowKey {
     pub src_port: u16,
     pub dst_port: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Scalar padding: a byte array would be zeroed with a memset call in BPF.
+    pub _pad: u8,
+    pub _pad2: u16,
+}
+
+impl FlowKey {
+    /// A key from wire-order addresses and ports.
+    #[inline(always)]
+    pub const fn new(
+        src_addr: u32,
+        dst_addr: u32,
+        src_port: u16,
+        dst_port: u16,
+        proto: u8,
+    ) -> Self {
+        FlowKey {
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            proto,
+            _pad: 0,
+            _pad2: 0,
+        }
+    }
+
+    /// The same flow seen from the other side.
+    #[inline(always)]
+    pub const fn reversed(&self) -> Self {
+        FlowKey::new(
+            self.dst_addr,
+            self.src_addr,
+            self.dst_port,
+            self.src_port,
+            self.proto,
+        )
+    }
 }
 
 /// Value of the `CONNS` map, keyed by client → VIP.

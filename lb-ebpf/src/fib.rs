@@ -16,6 +16,18 @@ use crate::{
 
 const AF_INET: u8 = 2;
 
+/// Zeroes the lookup parameters in place, as eight word stores: `mem::zeroed`
+/// or a moved value would become a byte-by-byte memset call in BPF.
+#[inline(always)]
+fn zero(p: *mut bpf_fib_lookup) {
+    const WORDS: usize = core::mem::size_of::<bpf_fib_lookup>() / 8;
+    const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == WORDS * 8);
+    let w = p as *mut u64;
+    for i in 0..WORDS {
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+    }
+}
+
 /// Routes the already rewritten packet: sets the MACs of the next hop and
 /// returns the XDP action. An unresolved neighbour goes to the kernel, which
 /// forwards the packet and resolves it for the next one.
@@ -27,8 +39,11 @@ pub fn forward(
     sport: u16,
     dport: u16,
 ) -> u32 {
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let mut params = core::mem::MaybeUninit::<bpf_fib_lookup>::uninit();
+    let p = params.as_mut_ptr();
+    zero(p);
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let p = unsafe { &mut *p };
     unsafe {
         p.family = AF_INET;
         p.l4_protocol = (*ip).proto;
@@ -43,7 +58,7 @@ pub fn forward(
     let rc = unsafe {
         fib_lookup(
             ctx.as_ptr(),
-            &mut p,
+            p,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             0,
         )

@@ -131,14 +131,7 @@ fn process(ctx: &XdpContext) -> u32 {
         return pass(Reason::PassNotOurs);
     };
     let key = unsafe {
-        FlowKey {
-            src_addr: (*ip).src,
-            dst_addr: (*ip).dst,
-            src_port: (*l4.ports)[0],
-            dst_port: (*l4.ports)[1],
-            proto: ip_proto,
-            _pad: [0; 3],
-        }
+        FlowKey::new((*ip).src, (*ip).dst, (*l4.ports)[0], (*l4.ports)[1], ip_proto)
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -188,14 +181,7 @@ fn process(ctx: &XdpContext) -> u32 {
                     dst_port: nat.client_port,
                 };
                 if l4.tcp_flags & TCP_RST != 0 {
-                    let fwd = FlowKey {
-                        src_addr: nat.client_addr,
-                        dst_addr: nat.vip_addr,
-                        src_port: nat.client_port,
-                        dst_port: nat.vip_port,
-                        proto: ip_proto,
-                        _pad: [0; 3],
-                    };
+                    let fwd = FlowKey::new(nat.client_addr, nat.vip_addr, nat.client_port, nat.vip_port, ip_proto);
                     let _ = CONNS.remove(&fwd);
                     let _ = NATS.remove(&key);
                 } else if l4.tcp_flags & TCP_FIN != 0 && nat.flags & CT_FIN == 0 {

@@ -19,14 +19,7 @@ pub enum AllocError {
 /// The reverse key a backend's replies carry for a connection.
 #[inline(always)]
 pub fn reverse_key(conn: &Conn, proto: u8) -> FlowKey {
-    FlowKey {
-        src_addr: conn.backend_addr,
-        dst_addr: conn.snat_addr,
-        src_port: conn.backend_port,
-        dst_port: conn.snat_port,
-        proto,
-        _pad: [0; 3],
-    }
+    FlowKey::new(conn.backend_addr, conn.snat_addr, conn.backend_port, conn.snat_port, proto)
 }
 
 /// Claims an SNAT ip:port towards `backend` for the flow `key` and writes the
@@ -53,14 +46,7 @@ pub fn setup(
         flags: 0,
         last_seen: now,
     };
-    let mut rkey = FlowKey {
-        src_addr: be.addr,
-        dst_addr: 0,
-        src_port: be.port,
-        dst_port: 0,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
+    let mut rkey = FlowKey::new(be.addr, 0, be.port, 0, key.proto);
     let mut claimed = false;
     for attempt in 0..SNAT_TRIES {
         let (ai, port) = snat_candidate(svc, hash, attempt);

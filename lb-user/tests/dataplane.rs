@@ -7,224 +7,18 @@
 
 mod support;
 
-use std::{collections::HashSet, net::Ipv4Addr, sync::OnceLock};
+use std::{collections::HashSet, net::Ipv4Addr};
 
-use aya::programs::{TestRun, TestRunOptions};
-use lb_common::{
-    hash::flow_hash, FlowKey, Reason, CT_FIN, PROTO_TCP, PROTO_UDP, SVC_ENABLED, SVC_SRC_HASH,
-};
+use lb_common::{hash::flow_hash, FlowKey, Reason, CT_FIN, PROTO_TCP, SVC_ENABLED, SVC_SRC_HASH};
 use lb_user::{
-    dataplane::{addr_of, be_addr, default_config, BackendSpec, Dataplane, Limits, ServiceSpec},
+    dataplane::{addr_of, be_addr, BackendSpec},
     maglev,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
-use support::{netns::*, packet::*};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
-
-const SEED: u32 = 0x5eed;
-const M: u32 = maglev::DEFAULT_SIZE;
-
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 100, 1);
-const SNAT: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 1);
-const SNAT2: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 2);
-const BACKEND_PORT: u16 = 8080;
-/// Backends behind the `b0` link, with their neighbour MACs.
-const BACKENDS: [(Ipv4Addr, [u8; 6]); 3] = [
-    (Ipv4Addr::new(10, 99, 1, 10), [2, 0, 0, 0, 1, 10]),
-    (Ipv4Addr::new(10, 99, 1, 11), [2, 0, 0, 0, 1, 11]),
-    (Ipv4Addr::new(10, 99, 1, 12), [2, 0, 0, 0, 1, 12]),
-];
-/// A backend on the client side link: reached with XDP_TX.
-const SAME_LINK: (Ipv4Addr, [u8; 6]) = (Ipv4Addr::new(10, 99, 0, 50), [2, 0, 0, 0, 0, 50]);
-/// A backend whose MAC is not known yet.
-const NO_NEIGH: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 99);
-
-/// The shared topology: `lb` holds `c0` (clients) and `b0` (backends); their
-/// veth peers sit in `peer` so the links are up.
-struct Lab {
-    lb: Netns,
-    _peer: Netns,
-    c0: u32,
-    b0: u32,
-    c0_mac: [u8; 6],
-    b0_mac: [u8; 6],
-    /// Keeps an XDP program on both links, which registers their receive
-    /// queues: test_run needs that to accept `ingress_ifindex`.
-    _holder: std::sync::Mutex<Dataplane>,
-}
-
-fn lab() -> &'static Lab {
-    LAB_INIT.get().expect("lab not set up")
-}
-
-fn setup() -> Lab {
-    reap_stale();
-    let lb = Netns::new("dp");
-    let peer = Netns::new("dpp");
-    veth(&lb, "c0", &peer, "c0p");
-    veth(&lb, "b0", &peer, "b0p");
-    lb.ip(&["addr", "add", "10.99.0.1/24", "dev", "c0"]);
-    lb.ip(&["addr", "add", "10.99.1.1/24", "dev", "b0"]);
-    lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    let neigh = |ip: Ipv4Addr, mac: [u8; 6], dev: &str| {
-        let mac = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        lb.ip(&[
-            "neigh",
-            "replace",
-            &ip.to_string(),
-            "lladdr",
-            &mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ]);
-    };
-    neigh(CLIENT, CLIENT_MAC, "c0");
-    neigh(SAME_LINK.0, SAME_LINK.1, "c0");
-    for (ip, mac) in BACKENDS {
-        neigh(ip, mac, "b0");
-    }
-    lb.enter();
-    let mut holder = new_dp();
-    holder.attach("c0").unwrap();
-    holder.attach("b0").unwrap();
-    Lab {
-        c0: lb.ifindex("c0"),
-        b0: lb.ifindex("b0"),
-        c0_mac: lb.mac("c0"),
-        b0_mac: lb.mac("b0"),
-        lb,
-        _peer: peer,
-        _holder: std::sync::Mutex::new(holder),
-    }
-}
-
-fn new_dp() -> Dataplane {
-    let limits = Limits {
-        max_services: 4,
-        max_backends: 64,
-        conn_max: 65536,
-        maglev_size: M,
-    };
-    Dataplane::load(limits, default_config(SEED, M)).expect("load")
-}
-
-fn backends() -> Vec<BackendSpec> {
-    BACKENDS
-        .iter()
-        .enumerate()
-        .map(|(i, (addr, _))| BackendSpec {
-            id: i as u32,
-            addr: *addr,
-            port: BACKEND_PORT,
-            weight: 1,
-        })
-        .collect()
-}
-
-fn web() -> ServiceSpec {
-    ServiceSpec {
-        id: 0,
-        vip: VIP,
-        port: 80,
-        proto: PROTO_TCP,
-        flags: SVC_ENABLED,
-        snat_addrs: vec![SNAT],
-        snat_ports: (1024, 65535),
-        backends: backends(),
-    }
-}
-
-fn dns() -> ServiceSpec {
-    ServiceSpec {
-        id: 1,
-        port: 53,
-        proto: PROTO_UDP,
-        backends: backends()
-            .into_iter()
-            .map(|b| BackendSpec {
-                id: b.id + 10,
-                port: 53,
-                ..b
-            })
-            .collect(),
-        ..web()
-    }
-}
-
-/// A program loaded in the lab with the web and DNS services.
-fn dp() -> Dataplane {
-    let lab = lab();
-    lab.lb.enter();
-    let mut dp = new_dp();
-    dp.set_addr(VIP, lb_common::ADDR_VIP).unwrap();
-    dp.set_addr(SNAT, lb_common::ADDR_SNAT).unwrap();
-    dp.add_egress(lab.c0).unwrap();
-    dp.add_egress(lab.b0).unwrap();
-    dp.apply_service(&web()).unwrap();
-    dp.apply_service(&dns()).unwrap();
-    dp
-}
-
-/// Runs one packet as if received on `ifindex`: (action, output bytes).
-fn run_on(dp: &mut Dataplane, pkt: &[u8], ifindex: u32) -> std::io::Result<(u32, Vec<u8>)> {
-    let mut out = vec![0u8; pkt.len() + 256];
-    // xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-    // The kernel takes data_end as the packet length.
-    let mut ctx = [0u8; 24];
-    ctx[4..8].copy_from_slice(&(pkt.len() as u32).to_ne_bytes());
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-    let opts = TestRunOptions {
-        data_in: Some(pkt),
-        data_out: Some(&mut out),
-        ctx_in: Some(&ctx),
-        ..TestRunOptions::new()
-    };
-    match dp.program().test_run(opts) {
-        Ok(r) => {
-            out.truncate(r.data_size_out as usize);
-            Ok((r.return_value, out))
-        }
-        Err(aya::programs::ProgramError::SyscallError(e)) => Err(e.io_error),
-        Err(e) => panic!("test_run: {e}"),
-    }
-}
-
-/// Runs a packet from the client link.
-fn run(dp: &mut Dataplane, pkt: &[u8]) -> (u32, Vec<u8>) {
-    run_on(dp, pkt, lab().c0).expect("test_run")
-}
-
-fn from_client(sport: u16, dport: u16) -> Ends {
-    Ends {
-        smac: CLIENT_MAC,
-        dmac: lab().c0_mac,
-        src: CLIENT,
-        dst: VIP,
-        sport,
-        dport,
-    }
-}
-
-fn backend_mac(ip: Ipv4Addr) -> [u8; 6] {
-    BACKENDS
-        .iter()
-        .chain([&SAME_LINK])
-        .find(|b| b.0 == ip)
-        .unwrap()
-        .1
-}
+use support::{
+    dplab::{self, *},
+    packet::*,
+};
 
 fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
     if cond {
@@ -297,14 +91,13 @@ fn same_link_backend_uses_xdp_tx() -> Result<(), Failed> {
 }
 
 fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
-    FlowKey {
-        src_addr: be_addr(src),
-        dst_addr: be_addr(VIP),
-        src_port: sport.to_be(),
-        dst_port: dport.to_be(),
+    FlowKey::new(
+        be_addr(src),
+        be_addr(VIP),
+        sport.to_be(),
+        dport.to_be(),
         proto,
-        _pad: [0; 3],
-    }
+    )
 }
 
 fn backend_matches_maglev_prediction() -> Result<(), Failed> {
@@ -526,14 +319,13 @@ fn tcp_rst_ends_and_fin_shortens() -> Result<(), Failed> {
     let (act, _) = run(&mut dp, &tcp(from_client(40010, 80), RST, b""));
     ensure_eq!(act, XDP_REDIRECT, "the RST itself is forwarded");
     ensure_eq!(dp.conn(&key)?, None);
-    let rkey = FlowKey {
-        src_addr: be_addr(s.dst),
-        dst_addr: be_addr(s.src),
-        src_port: s.dport.to_be(),
-        dst_port: s.sport.to_be(),
-        proto: PROTO_TCP,
-        _pad: [0; 3],
-    };
+    let rkey = FlowKey::new(
+        be_addr(s.dst),
+        be_addr(s.src),
+        s.dport.to_be(),
+        s.sport.to_be(),
+        PROTO_TCP,
+    );
     ensure_eq!(dp.nat(&rkey)?, None);
     let (act, _) = run(&mut dp, &tcp(from_client(40011, 80), RST, b""));
     ensure_eq!(act, XDP_DROP, "RST without state creates nothing");
@@ -759,7 +551,7 @@ fn maglev_is_the_same_in_two_processes() -> Result<(), Failed> {
     cmd.extend(args);
     let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let a = String::from_utf8(lab.lb.exec(&argv).stdout)?;
-    let b = String::from_utf8(lab._peer.exec(&argv).stdout)?;
+    let b = String::from_utf8(lab.peer.exec(&argv).stdout)?;
     ensure_eq!(a, b);
     ensure_eq!(a.trim().len(), 16);
     Ok(())
@@ -769,7 +561,7 @@ fn main() {
     let args = Arguments::from_args();
     // The lab must exist before the harness spawns its threads: they inherit
     // the namespace of the main thread.
-    LAB_INIT.get_or_init(setup);
+    dplab::init();
     let cases: Vec<(&str, fn() -> Result<(), Failed>)> = vec![
         (
             "syn_is_rewritten_and_redirected",
@@ -843,16 +635,6 @@ fn main() {
     ];
     let trials = cases.into_iter().map(|(n, f)| Trial::test(n, f)).collect();
     let conclusion = libtest_mimic::run(&args, trials);
-    // Statics are not dropped: remove the namespaces explicitly.
-    if let Some(lab) = LAB_INIT.get() {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &lab.lb.name])
-            .output();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &lab._peer.name])
-            .output();
-    }
+    dplab::teardown();
     conclusion.exit();
 }
-
-static LAB_INIT: OnceLock<Lab> = OnceLock::new();

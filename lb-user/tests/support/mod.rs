@@ -1,5 +1,6 @@
 //! Shared test support: namespaces and packet building.
 #![allow(dead_code)]
 
+pub mod dplab;
 pub mod netns;
 pub mod packet;
