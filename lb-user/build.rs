@@ -8,9 +8,7 @@ fn main() {
     let ebpf = root.join("lb-ebpf");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let target_dir = out.join("ebpf-target");
-    for dir in ["src"] {
-        println!("cargo:rerun-if-changed={}", ebpf.join(dir).display());
-    }
+    println!("cargo:rerun-if-changed={}", ebpf.join("src").display());
     println!(
         "cargo:rerun-if-changed={}",
         ebpf.join("Cargo.toml").display()

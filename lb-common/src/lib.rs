@@ -306,10 +306,7 @@ pub fn snat_candidate(svc: &Service, hash: u32, attempt: u32) -> (u32, u16) {
     // The low bits pick the Maglev slot; rotate so the SNAT choice uses others.
     let start = rem(hash.rotate_left(16), total);
     let idx = rem(start + attempt, total);
-    let addr = match idx.checked_div(nports) {
-        Some(a) => a,
-        None => 0,
-    };
+    let addr = idx.checked_div(nports).unwrap_or(0);
     (addr, svc.port_min.wrapping_add(rem(idx, nports) as u16))
 }
 

@@ -74,7 +74,7 @@ pub fn restore_and_call(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     unsafe {
-        let _ = JUMP.tail_call(&ctx, 0);
+        JUMP.tail_call(&ctx, 0);
     }
     xdp_action::XDP_ABORTED
 }

@@ -5,6 +5,8 @@
 //! or pick a backend by Maglev; replies to an SNAT address hit the NAT table.
 #![no_std]
 #![no_main]
+// Map keys and values are passed by reference on purpose: no copies in BPF.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod conntrack;
 mod csum;
@@ -131,7 +133,13 @@ fn process(ctx: &XdpContext) -> u32 {
         return pass(Reason::PassNotOurs);
     };
     let key = unsafe {
-        FlowKey::new((*ip).src, (*ip).dst, (*l4.ports)[0], (*l4.ports)[1], ip_proto)
+        FlowKey::new(
+            (*ip).src,
+            (*ip).dst,
+            (*l4.ports)[0],
+            (*l4.ports)[1],
+            ip_proto,
+        )
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -165,7 +173,7 @@ fn process(ctx: &XdpContext) -> u32 {
                 rewrite(ip, l4.ports, l4.check, to);
                 return fib::forward(ctx, eth, ip, to.src_port, to.dst_port);
             }
-            stale_conn = Some(reverse_key(conn, ip_proto));
+            stale_conn = Some(c);
         }
     }
 
@@ -181,7 +189,13 @@ fn process(ctx: &XdpContext) -> u32 {
                     dst_port: nat.client_port,
                 };
                 if l4.tcp_flags & TCP_RST != 0 {
-                    let fwd = FlowKey::new(nat.client_addr, nat.vip_addr, nat.client_port, nat.vip_port, ip_proto);
+                    let fwd = FlowKey::new(
+                        nat.client_addr,
+                        nat.vip_addr,
+                        nat.client_port,
+                        nat.vip_port,
+                        ip_proto,
+                    );
                     let _ = CONNS.remove(&fwd);
                     let _ = NATS.remove(&key);
                 } else if l4.tcp_flags & TCP_FIN != 0 && nat.flags & CT_FIN == 0 {
@@ -227,8 +241,23 @@ fn process(ctx: &XdpContext) -> u32 {
     let Some((backend_id, be)) = maglev::pick(cfg, svc, hash, key.src_addr) else {
         return drop(Reason::DropNoBackend);
     };
-    if let Some(old) = stale_conn {
-        let _ = NATS.remove(&old);
+    if let Some(c) = stale_conn {
+        // The client reused a timed-out or closed 5-tuple. If it maps to the
+        // same backend and still owns its SNAT port, revive both entries in
+        // place: no map update, and the backend sees the same 4-tuple.
+        let conn = unsafe { &mut *c };
+        if nat::revive(conn, &key, backend_id, &be, svc.id, now) {
+            traffic(svc.id, backend_id, bytes, true);
+            let to = Endpoints {
+                src_addr: conn.snat_addr,
+                dst_addr: conn.backend_addr,
+                src_port: conn.snat_port,
+                dst_port: conn.backend_port,
+            };
+            rewrite(ip, l4.ports, l4.check, to);
+            return fib::forward(ctx, eth, ip, to.src_port, to.dst_port);
+        }
+        let _ = NATS.remove(&reverse_key(conn, ip_proto));
     }
     let conn = match nat::setup(cfg, svc, &key, hash, backend_id, &be, now) {
         Ok(c) => c,

@@ -27,11 +27,13 @@ pub static MAGLEV: Array<u32> = Array::with_max_entries(64 * 2 * 65537, 0);
 
 /// Connection table, client → VIP.
 #[map]
-pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(1 << 20, BPF_F_NO_COMMON_LRU);
+pub static CONNS: LruHashMap<FlowKey, Conn> =
+    LruHashMap::with_max_entries(1 << 20, BPF_F_NO_COMMON_LRU);
 
 /// Reverse NAT table, backend → SNAT address.
 #[map]
-pub static NATS: LruHashMap<FlowKey, Nat> = LruHashMap::with_max_entries(1 << 20, BPF_F_NO_COMMON_LRU);
+pub static NATS: LruHashMap<FlowKey, Nat> =
+    LruHashMap::with_max_entries(1 << 20, BPF_F_NO_COMMON_LRU);
 
 /// Global settings, one entry.
 #[map]

@@ -19,7 +19,53 @@ pub enum AllocError {
 /// The reverse key a backend's replies carry for a connection.
 #[inline(always)]
 pub fn reverse_key(conn: &Conn, proto: u8) -> FlowKey {
-    FlowKey::new(conn.backend_addr, conn.snat_addr, conn.backend_port, conn.snat_port, proto)
+    FlowKey::new(
+        conn.backend_addr,
+        conn.snat_addr,
+        conn.backend_port,
+        conn.snat_port,
+        proto,
+    )
+}
+
+/// Revives the dead entry `conn` of flow `key` in place when the flow goes to
+/// the same backend and its NAT entry still belongs to it. Returns whether it did.
+#[inline(always)]
+pub fn revive(
+    conn: &mut Conn,
+    key: &FlowKey,
+    backend_id: u32,
+    be: &Backend,
+    service_id: u32,
+    now: u64,
+) -> bool {
+    if conn.backend_id != backend_id || conn.backend_addr != be.addr || conn.backend_port != be.port
+    {
+        return false;
+    }
+    let Some(n) = NATS.get_ptr_mut(&reverse_key(conn, key.proto)) else {
+        return false;
+    };
+    let nat = unsafe { &mut *n };
+    if !owns(nat, key) {
+        return false;
+    }
+    nat.flags = 0;
+    nat.service_id = service_id;
+    nat.last_seen = now;
+    conn.flags = 0;
+    conn.service_id = service_id;
+    conn.last_seen = now;
+    true
+}
+
+/// Whether a NAT entry restores replies to the client of `key`.
+#[inline(always)]
+fn owns(nat: &Nat, key: &FlowKey) -> bool {
+    nat.client_addr == key.src_addr
+        && nat.client_port == key.src_port
+        && nat.vip_addr == key.dst_addr
+        && nat.vip_port == key.dst_port
 }
 
 /// Claims an SNAT ip:port towards `backend` for the flow `key` and writes the
@@ -61,16 +107,12 @@ pub fn setup(
         }
         // Taken: reclaim it only if its flow is dead or is this very flow.
         if let Some(old) = NATS.get_ptr(&rkey) {
-            let old = unsafe { *old };
-            let same = old.client_addr == nat.client_addr
-                && old.client_port == nat.client_port
-                && old.vip_addr == nat.vip_addr
-                && old.vip_port == nat.vip_port;
-            if same || expired(cfg, key.proto, old.flags, old.last_seen, now) {
-                if NATS.insert(&rkey, &nat, BPF_ANY as u64).is_ok() {
-                    claimed = true;
-                    break;
-                }
+            let old = unsafe { &*old };
+            let reclaimable =
+                owns(old, key) || expired(cfg, key.proto, old.flags, old.last_seen, now);
+            if reclaimable && NATS.insert(&rkey, &nat, BPF_ANY as u64).is_ok() {
+                claimed = true;
+                break;
             }
         }
     }

@@ -30,7 +30,7 @@ pub fn is_prime(n: u32) -> bool {
     n >= 2
         && (2..)
             .take_while(|d: &u32| (*d as u64) * (*d as u64) <= n as u64)
-            .all(|d| n % d != 0)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Builds the table of `m` slots (prime). The result depends only on the seed,

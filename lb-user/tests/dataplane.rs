@@ -557,83 +557,36 @@ fn maglev_is_the_same_in_two_processes() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Trials named after their functions.
+macro_rules! trials {
+    ($($f:ident),* $(,)?) => { vec![$(Trial::test(stringify!($f), $f)),*] };
+}
+
 fn main() {
     let args = Arguments::from_args();
     // The lab must exist before the harness spawns its threads: they inherit
     // the namespace of the main thread.
     dplab::init();
-    let cases: Vec<(&str, fn() -> Result<(), Failed>)> = vec![
-        (
-            "syn_is_rewritten_and_redirected",
-            syn_is_rewritten_and_redirected,
-        ),
-        (
-            "same_link_backend_uses_xdp_tx",
-            same_link_backend_uses_xdp_tx,
-        ),
-        (
-            "backend_matches_maglev_prediction",
-            backend_matches_maglev_prediction,
-        ),
-        (
-            "source_hash_keeps_a_client_on_one_backend",
-            source_hash_keeps_a_client_on_one_backend,
-        ),
-        (
-            "reply_restores_vip_and_client",
-            reply_restores_vip_and_client,
-        ),
-        (
-            "established_flow_survives_backend_removal",
-            established_flow_survives_backend_removal,
-        ),
-        (
-            "snat_ports_unique_across_10k_flows",
-            snat_ports_unique_across_10k_flows,
-        ),
-        (
-            "exhausted_snat_pool_is_counted",
-            exhausted_snat_pool_is_counted,
-        ),
-        ("udp_forward_and_reply", udp_forward_and_reply),
-        (
-            "udp_flow_expires_after_idle_timeout",
-            udp_flow_expires_after_idle_timeout,
-        ),
-        (
-            "tcp_rst_ends_and_fin_shortens",
-            tcp_rst_ends_and_fin_shortens,
-        ),
-        (
-            "vlan_tagged_flow_keeps_its_tag",
-            vlan_tagged_flow_keeps_its_tag,
-        ),
-        (
-            "unknown_neighbour_goes_to_the_kernel",
-            unknown_neighbour_goes_to_the_kernel,
-        ),
-        (
-            "policies_and_misses_are_counted",
-            policies_and_misses_are_counted,
-        ),
-        (
-            "non_vip_traffic_passes_byte_identical",
-            non_vip_traffic_passes_byte_identical,
-        ),
-        (
-            "truncations_are_never_forwarded",
-            truncations_are_never_forwarded,
-        ),
-        (
-            "random_input_is_never_forwarded_unless_well_formed",
-            random_input_is_never_forwarded_unless_well_formed,
-        ),
-        (
-            "maglev_is_the_same_in_two_processes",
-            maglev_is_the_same_in_two_processes,
-        ),
+    let trials = trials![
+        syn_is_rewritten_and_redirected,
+        same_link_backend_uses_xdp_tx,
+        backend_matches_maglev_prediction,
+        source_hash_keeps_a_client_on_one_backend,
+        reply_restores_vip_and_client,
+        established_flow_survives_backend_removal,
+        snat_ports_unique_across_10k_flows,
+        exhausted_snat_pool_is_counted,
+        udp_forward_and_reply,
+        udp_flow_expires_after_idle_timeout,
+        tcp_rst_ends_and_fin_shortens,
+        vlan_tagged_flow_keeps_its_tag,
+        unknown_neighbour_goes_to_the_kernel,
+        policies_and_misses_are_counted,
+        non_vip_traffic_passes_byte_identical,
+        truncations_are_never_forwarded,
+        random_input_is_never_forwarded_unless_well_formed,
+        maglev_is_the_same_in_two_processes,
     ];
-    let trials = cases.into_iter().map(|(n, f)| Trial::test(n, f)).collect();
     let conclusion = libtest_mimic::run(&args, trials);
     dplab::teardown();
     conclusion.exit();

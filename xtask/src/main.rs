@@ -1,1 +1,250 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, test, demo and benchmarks.
+//!
+//! Every command first runs `setup`, which installs only what is missing, so
+//! the README's commands work on a fresh machine and cost nothing on a warm one.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The eBPF linker version that links against the nightly toolchain's LLVM
+/// here; newer ones need a system LLVM that is not available.
+const BPF_LINKER_VERSION: &str = "0.10.2";
+
+/// Debian packages the tests and the lab use.
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "procps"];
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup              install what is missing (rust-src, bpf-linker, Debian packages)
+  build              build everything in release mode
+  test               run every test (needs root)
+  lint               cargo fmt --check and clippy -D warnings
+  demo               the network-namespace lab demo
+  bench dataplane    ns per packet of each data-path path vs a bare XDP forwarder
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Result<()> {
+    match args {
+        ["setup"] => setup(),
+        ["build"] => {
+            setup()?;
+            cargo(&["build", "--release", "--workspace"])
+        }
+        ["test"] => {
+            setup()?;
+            require_root("the data-path tests load XDP programs and make network namespaces")?;
+            test()
+        }
+        ["lint"] => {
+            setup()?;
+            cargo(&["fmt", "--all", "--", "--check"])?;
+            let deny = ["--", "-D", "warnings"];
+            cargo(&[&["clippy", "--workspace", "--all-targets"][..], &deny].concat())?;
+            // The eBPF crate builds with nightly for the BPF target.
+            let ebpf = root_dir().join("lb-ebpf");
+            let nightly = ["run", "nightly", "cargo"];
+            run_in(
+                &ebpf,
+                "rustup",
+                &[&nightly[..], &["fmt", "--all", "--", "--check"]].concat(),
+            )?;
+            let bpf = [
+                "clippy",
+                "-Z",
+                "build-std=core",
+                "--target",
+                "bpfel-unknown-none",
+                "--release",
+            ];
+            run_in(&ebpf, "rustup", &[&nightly[..], &bpf, &deny].concat())
+        }
+        ["demo", ..] => {
+            setup()?;
+            cargo(&["build", "--release", "--workspace"])?;
+            println!("demo: not yet — the namespace lab with two VRRP nodes and three backends is still being built.");
+            println!("Meanwhile `cargo xtask test` runs the data path in the kernel, and `cargo xtask bench dataplane` times it.");
+            Ok(())
+        }
+        ["bench", "dataplane"] => {
+            setup()?;
+            require_root("the benchmark loads XDP programs")?;
+            cargo(&["bench", "-p", "lb-user", "--bench", "dataplane"])
+        }
+        ["bench", other] => bail!("bench {other}: not yet; available: dataplane"),
+        _ => {
+            print!("{USAGE}");
+            if args.is_empty() || args == ["help"] || args == ["--help"] {
+                Ok(())
+            } else {
+                bail!("unknown command {args:?}")
+            }
+        }
+    }
+}
+
+fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root_dir())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs every test, echoing cargo's output, and closes with one summary line.
+fn test() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(cargo)
+        .args(["test", "--workspace", "--lib", "--bins", "--tests"])
+        .current_dir(root_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (kind, n) = (
+                    words.next(),
+                    words.next().and_then(|n| n.parse::<u64>().ok()),
+                );
+                match (kind, n) {
+                    (Some("passed"), Some(n)) => passed += n,
+                    (Some("failed"), Some(n)) => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn run_in(dir: &Path, cmd: &str, args: &[&str]) -> Result<()> {
+    let mut c = Command::new(cmd);
+    c.args(args).current_dir(dir);
+    // Keep the outer cargo's host settings away from the nested build.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO") || k.starts_with("RUSTC") || k == "RUSTUP_TOOLCHAIN" {
+            c.env_remove(k);
+        }
+    }
+    let status = c.status().with_context(|| format!("running {cmd}"))?;
+    if !status.success() {
+        bail!("{cmd} {} failed in {}", args.join(" "), dir.display());
+    }
+    Ok(())
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("must run as root: {why}");
+    }
+    Ok(())
+}
+
+/// Output of a command, or None if it could not run or failed.
+fn output(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run_cmd(cmd: &str, args: &[&str]) -> Result<()> {
+    println!("setup: {cmd} {}", args.join(" "));
+    let status = Command::new(cmd)
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .with_context(|| format!("running {cmd}"))?;
+    if !status.success() {
+        bail!("{cmd} {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs what is missing; idempotent and quiet when nothing is.
+fn setup() -> Result<()> {
+    if output("rustup", &["run", "nightly", "rustc", "--version"]).is_none() {
+        bail!("the nightly Rust toolchain is missing; the eBPF crate needs it (rustup toolchain install nightly)");
+    }
+    let components = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        run_cmd(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
+    }
+    let linker = output("bpf-linker", &["--version"]).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        run_cmd(
+            "cargo",
+            &[
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+            ],
+        )?;
+    }
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        run_cmd("apt-get", &["update", "-q"])?;
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&missing);
+        run_cmd("apt-get", &args)?;
+    }
+    Ok(())
+}
