@@ -17,6 +17,12 @@ const fn mix(h: u32, k: u32) -> u32 {
         .wrapping_add(0xe654_6b64)
 }
 
+/// The murmur3 finaliser: a bijective mix of one word.
+#[inline(always)]
+pub const fn scramble(h: u32) -> u32 {
+    finish(h)
+}
+
 #[inline(always)]
 const fn finish(mut h: u32) -> u32 {
     h ^= h >> 16;

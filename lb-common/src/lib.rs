@@ -173,6 +173,32 @@ pub struct Config {
     pub tcp_fin_timeout_ns: u64,
     /// Idle timeout of a UDP flow.
     pub udp_timeout_ns: u64,
+    /// How long a next-hop lookup is reused; 0 looks up every packet.
+    pub nexthop_ttl_ns: u64,
+}
+
+/// Key of the `NEXTHOPS` cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NextHopKey {
+    /// Destination address, network byte order.
+    pub dst_addr: u32,
+    /// Interface the packet arrived on.
+    pub ingress: u32,
+}
+
+/// A cached `bpf_fib_lookup` result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress interface.
+    pub ifindex: u32,
+    /// Largest IPv4 total length that may use this entry.
+    pub mtu: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    /// `bpf_ktime_get_ns` after which the lookup is done again.
+    pub expires: u64,
 }
 
 /// Per-CPU traffic counters of one service or one backend.
@@ -303,9 +329,12 @@ pub fn snat_candidate(svc: &Service, hash: u32, attempt: u32) -> (u32, u16) {
         svc.snat_count
     };
     let total = nports * naddrs;
-    // The low bits pick the Maglev slot; rotate so the SNAT choice uses others.
-    let start = rem(hash.rotate_left(16), total);
-    let idx = rem(start + attempt, total);
+    // Every attempt probes an independent position, so taken ports do not
+    // cluster; the low bits of `hash` pick the Maglev slot, so rotate first.
+    let idx = rem(
+        hash::scramble(hash.rotate_left(16) ^ attempt.wrapping_mul(0x9e37_79b9)),
+        total,
+    );
     let addr = idx.checked_div(nports).unwrap_or(0);
     (addr, svc.port_min.wrapping_add(rem(idx, nports) as u16))
 }
@@ -332,6 +361,8 @@ mod pod {
     unsafe impl aya::Pod for Nat {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Traffic {}
+    unsafe impl aya::Pod for NextHopKey {}
+    unsafe impl aya::Pod for NextHop {}
 }
 
 #[cfg(test)]
@@ -347,11 +378,13 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Conn>(), 32);
         assert_eq!(size_of::<Nat>(), 32);
-        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<Config>(), 40);
+        assert_eq!(size_of::<NextHopKey>(), 8);
+        assert_eq!(size_of::<NextHop>(), 32);
     }
 
     #[test]
-    fn snat_candidates_cover_the_pool_without_repeats() {
+    fn snat_candidates_stay_in_the_pool_and_spread() {
         let svc = Service {
             snat_count: 2,
             snat_addrs: [1, 2, 0, 0, 0, 0, 0, 0],
@@ -360,13 +393,13 @@ mod tests {
             ..Default::default()
         };
         let mut seen = [[false; 10]; 2];
-        for attempt in 0..20 {
+        for attempt in 0..SNAT_TRIES {
             let (a, p) = snat_candidate(&svc, 0xdead_beef, attempt);
             assert!(a < 2 && (1000..=1009).contains(&p));
-            let slot = &mut seen[a as usize][(p - 1000) as usize];
-            assert!(!*slot, "candidate repeated");
-            *slot = true;
+            seen[a as usize][(p - 1000) as usize] = true;
         }
+        let distinct = seen.iter().flatten().filter(|&&s| s).count();
+        assert!(distinct >= 15, "only {distinct} of 20 slots probed");
     }
 
     #[test]

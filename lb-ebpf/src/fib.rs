@@ -1,4 +1,8 @@
 //! Next hop via `bpf_fib_lookup`, then XDP_TX or XDP_REDIRECT.
+//!
+//! A successful lookup is cached per (destination, ingress interface) for
+//! `Config::nexthop_ttl_ns`: the lookup is half the cost of a forwarded
+//! packet, and a route or neighbour change still applies within the TTL.
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
@@ -6,10 +10,10 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
-use lb_common::Reason;
+use lb_common::{Config, NextHop, NextHopKey, Reason};
 
 use crate::{
-    maps::DEVMAP,
+    maps::{DEVMAP, NEXTHOPS},
     parse::{EthHdr, Ipv4Hdr},
     stats::count,
 };
@@ -36,20 +40,38 @@ pub fn forward(
     ctx: &XdpContext,
     eth: *mut EthHdr,
     ip: *const Ipv4Hdr,
-    sport: u16,
-    dport: u16,
+    ports: [u16; 2],
+    cfg: &Config,
+    now: u64,
 ) -> u32 {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let key = NextHopKey {
+        dst_addr: unsafe { (*ip).dst },
+        ingress,
+    };
+    let tot_len = u16::from_be(unsafe { (*ip).tot_len });
+    if cfg.nexthop_ttl_ns != 0 {
+        if let Some(nh) = unsafe { NEXTHOPS.get(&key) } {
+            if now < nh.expires && tot_len <= nh.mtu {
+                unsafe {
+                    (*eth).dst = nh.dmac;
+                    (*eth).src = nh.smac;
+                }
+                return transmit(nh.ifindex, ingress);
+            }
+        }
+    }
+
     let mut params = core::mem::MaybeUninit::<bpf_fib_lookup>::uninit();
     let p = params.as_mut_ptr();
     zero(p);
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let p = unsafe { &mut *p };
     unsafe {
         p.family = AF_INET;
         p.l4_protocol = (*ip).proto;
-        p.sport = sport;
-        p.dport = dport;
-        p.__bindgen_anon_1.tot_len = u16::from_be((*ip).tot_len);
+        p.sport = ports[0];
+        p.dport = ports[1];
+        p.__bindgen_anon_1.tot_len = tot_len;
         p.ifindex = ingress;
         p.__bindgen_anon_2.tos = (*ip).tos;
         p.__bindgen_anon_3.ipv4_src = (*ip).src;
@@ -68,20 +90,19 @@ pub fn forward(
             (*eth).dst = p.dmac;
             (*eth).src = p.smac;
         }
-        if p.ifindex == ingress {
-            count(Reason::TxForward);
-            return xdp_action::XDP_TX;
+        if cfg.nexthop_ttl_ns != 0 {
+            // On success the kernel reports the egress MTU here.
+            let mtu = unsafe { p.__bindgen_anon_1.mtu_result };
+            let nh = NextHop {
+                ifindex: p.ifindex,
+                mtu: if mtu == 0 { tot_len } else { mtu },
+                smac: p.smac,
+                dmac: p.dmac,
+                expires: now.wrapping_add(cfg.nexthop_ttl_ns),
+            };
+            let _ = NEXTHOPS.insert(&key, &nh, 0);
         }
-        return match DEVMAP.redirect(p.ifindex, xdp_action::XDP_PASS as u64) {
-            Ok(a) => {
-                count(Reason::RedirectForward);
-                a
-            }
-            Err(a) => {
-                count(Reason::PassNoDevmap);
-                a
-            }
-        };
+        return transmit(p.ifindex, ingress);
     }
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         count(Reason::PassNoNeigh);
@@ -89,4 +110,23 @@ pub fn forward(
         count(Reason::PassFibFailed);
     }
     xdp_action::XDP_PASS
+}
+
+/// XDP_TX back out of the ingress interface, else XDP_REDIRECT.
+#[inline(always)]
+fn transmit(ifindex: u32, ingress: u32) -> u32 {
+    if ifindex == ingress {
+        count(Reason::TxForward);
+        return xdp_action::XDP_TX;
+    }
+    match DEVMAP.redirect(ifindex, xdp_action::XDP_PASS as u64) {
+        Ok(a) => {
+            count(Reason::RedirectForward);
+            a
+        }
+        Err(a) => {
+            count(Reason::PassNoDevmap);
+            a
+        }
+    }
 }

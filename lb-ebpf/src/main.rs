@@ -21,7 +21,7 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
 use lb_common::{
-    hash::flow_hash, FlowKey, Reason, ServiceKey, ADDR_SNAT, ADDR_VIP, CT_FIN, PROTO_TCP,
+    hash::flow_hash, Config, FlowKey, Reason, ServiceKey, ADDR_SNAT, ADDR_VIP, CT_FIN, PROTO_TCP,
     PROTO_UDP, SVC_ENABLED,
 };
 
@@ -56,6 +56,21 @@ struct L4 {
     ports: *mut [u16; 2],
     check: *mut u16,
     tcp_flags: u8,
+}
+
+/// Rewrites the packet to `to` and sends it to its next hop.
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    l4: &L4,
+    to: Endpoints,
+    cfg: &Config,
+    now: u64,
+) -> u32 {
+    rewrite(ip, l4.ports, l4.check, to);
+    fib::forward(ctx, eth, ip, [to.src_port, to.dst_port], cfg, now)
 }
 
 #[inline(always)]
@@ -170,8 +185,7 @@ fn process(ctx: &XdpContext) -> u32 {
                     }
                 }
                 traffic(conn.service_id, conn.backend_id, bytes, false);
-                rewrite(ip, l4.ports, l4.check, to);
-                return fib::forward(ctx, eth, ip, to.src_port, to.dst_port);
+                return send(ctx, eth, ip, &l4, to, cfg, now);
             }
             stale_conn = Some(c);
         }
@@ -205,8 +219,7 @@ fn process(ctx: &XdpContext) -> u32 {
                     nat.last_seen = now;
                 }
                 traffic(nat.service_id, nat.backend_id, bytes, false);
-                rewrite(ip, l4.ports, l4.check, to);
-                return fib::forward(ctx, eth, ip, to.src_port, to.dst_port);
+                return send(ctx, eth, ip, &l4, to, cfg, now);
             }
         }
         if kind & ADDR_VIP == 0 {
@@ -254,8 +267,7 @@ fn process(ctx: &XdpContext) -> u32 {
                 src_port: conn.snat_port,
                 dst_port: conn.backend_port,
             };
-            rewrite(ip, l4.ports, l4.check, to);
-            return fib::forward(ctx, eth, ip, to.src_port, to.dst_port);
+            return send(ctx, eth, ip, &l4, to, cfg, now);
         }
         let _ = NATS.remove(&reverse_key(conn, ip_proto));
     }
@@ -271,8 +283,7 @@ fn process(ctx: &XdpContext) -> u32 {
         src_port: conn.snat_port,
         dst_port: conn.backend_port,
     };
-    rewrite(ip, l4.ports, l4.check, to);
-    fib::forward(ctx, eth, ip, to.src_port, to.dst_port)
+    send(ctx, eth, ip, &l4, to, cfg, now)
 }
 
 #[cfg(not(test))]

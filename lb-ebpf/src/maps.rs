@@ -2,11 +2,12 @@
 //! real ones at load time from its config.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
-use lb_common::{Backend, Config, Conn, FlowKey, Nat, Reason, Service, ServiceKey, Traffic};
+use lb_common::{
+    Backend, Config, Conn, FlowKey, Nat, NextHop, NextHopKey, Reason, Service, ServiceKey, Traffic,
+};
 
 /// Destination addresses the program cares about: value is `ADDR_*` bits.
 /// One small lookup lets all other traffic pass at once.
@@ -25,19 +26,23 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(4096, 0);
 #[map]
 pub static MAGLEV: Array<u32> = Array::with_max_entries(64 * 2 * 65537, 0);
 
-/// Connection table, client → VIP.
+/// Connection table, client → VIP. Shared, not per-CPU: a flow's packets may
+/// arrive on any CPU. The common LRU list measured faster under eviction than
+/// per-CPU lists here, and does not split capacity between CPUs.
 #[map]
-pub static CONNS: LruHashMap<FlowKey, Conn> =
-    LruHashMap::with_max_entries(1 << 20, BPF_F_NO_COMMON_LRU);
+pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(1 << 20, 0);
 
 /// Reverse NAT table, backend → SNAT address.
 #[map]
-pub static NATS: LruHashMap<FlowKey, Nat> =
-    LruHashMap::with_max_entries(1 << 20, BPF_F_NO_COMMON_LRU);
+pub static NATS: LruHashMap<FlowKey, Nat> = LruHashMap::with_max_entries(1 << 20, 0);
 
 /// Global settings, one entry.
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Cached next hops by (destination, ingress interface); see `fib`.
+#[map]
+pub static NEXTHOPS: LruHashMap<NextHopKey, NextHop> = LruHashMap::with_max_entries(65536, 0);
 
 /// Egress devices for XDP_REDIRECT, keyed by ifindex.
 #[map]

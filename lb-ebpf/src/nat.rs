@@ -10,6 +10,9 @@ use crate::{
     maps::{CONNS, NATS},
 };
 
+/// `-EEXIST` from a `BPF_NOEXIST` insert: the key is taken.
+const EEXIST: i32 = -17;
+
 /// Why a new flow could not be set up.
 pub enum AllocError {
     Exhausted,
@@ -101,9 +104,14 @@ pub fn setup(
         }
         rkey.dst_addr = svc.snat_addrs[ai as usize];
         rkey.dst_port = port.to_be();
-        if NATS.insert(&rkey, &nat, BPF_NOEXIST as u64).is_ok() {
-            claimed = true;
-            break;
+        match NATS.insert(&rkey, &nat, BPF_NOEXIST as u64) {
+            Ok(()) => {
+                claimed = true;
+                break;
+            }
+            Err(EEXIST) => {}
+            // No room for a new entry: the table, not the pool, is full.
+            Err(_) => return Err(AllocError::TableFull),
         }
         // Taken: reclaim it only if its flow is dead or is this very flow.
         if let Some(old) = NATS.get_ptr(&rkey) {

@@ -33,7 +33,6 @@ unsafe impl Pod for Saved {}
 struct Bench {
     obj: Ebpf,
     repeat: u32,
-    rounds: u32,
 }
 
 impl Bench {
@@ -41,18 +40,10 @@ impl Bench {
         self.obj.program_mut(name).unwrap().try_into().unwrap()
     }
 
-    /// Median over rounds of the per-repeat duration, and the last output.
-    fn time(&mut self, prog: &str, pkt: &[u8], ifindex: u32) -> (f64, u32, Vec<u8>) {
+    /// One timed run of `prog` with `repeat` repeats.
+    fn once(&mut self, prog: &str, pkt: &[u8], ifindex: u32) -> (f64, u32, Vec<u8>) {
         let repeat = self.repeat;
-        let mut samples = Vec::new();
-        let mut last = (0, Vec::new());
-        for _ in 0..self.rounds {
-            let (ns, act, out) = time_prog(self.prog(prog), pkt, ifindex, repeat);
-            samples.push(ns);
-            last = (act, out);
-        }
-        samples.sort_by(f64::total_cmp);
-        (samples[samples.len() / 2], last.0, last.1)
+        time_prog(self.prog(prog), pkt, ifindex, repeat)
     }
 
     fn save(&mut self, pkt: &[u8], vary: bool) {
@@ -106,6 +97,8 @@ struct Case<'a>(&'static str, &'a [u8], u32, Mode, f64, &'static str);
 struct Row {
     path: &'static str,
     ns: f64,
+    /// Median of the per-round ratios to the baseline.
+    ratio: f64,
     target: f64,
     katran: &'static str,
 }
@@ -195,7 +188,6 @@ fn run(lab: &Lab, repeat: u32, rounds: u32) {
     let mut b = Bench {
         obj: Ebpf::load(BENCH_OBJECT).unwrap(),
         repeat,
-        rounds,
     };
     for name in ["baseline", "restore_only", "restore_and_call"] {
         b.prog(name).load().unwrap();
@@ -220,8 +212,7 @@ fn run(lab: &Lab, repeat: u32, rounds: u32) {
     );
 
     // Baseline.
-    let (base, act, _) = b.time("baseline", &ack, lab.c0);
-    assert_eq!(act, XDP_TX);
+    let mut base_samples = Vec::new();
 
     // Establish the flows the established and reply paths use.
     let one = |dp: &mut Dataplane, p: &[u8], ifindex: u32| time_prog(dp.program(), p, ifindex, 1);
@@ -314,24 +305,38 @@ fn run(lab: &Lab, repeat: u32, rounds: u32) {
         }
         b.save(pkt, mode == Mode::Distinct);
         let (_, single_act, single_out) = time_prog(b.prog("restore_and_call"), pkt, ifindex, 1);
-        let (wrapper, act, _) = b.time("restore_only", pkt, ifindex);
-        assert_eq!(act, XDP_TX);
-        let (total, act, out) = b.time("restore_and_call", pkt, ifindex);
+        // Baseline, wrapper and wrapper + program back to back in every
+        // round: the ratio of each round cancels the machine's drift.
+        let (mut ns, mut ratios) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (base, act, _) = b.once("baseline", &ack, lab.c0);
+            assert_eq!(act, XDP_TX);
+            let (wrapper, act, _) = b.once("restore_only", pkt, ifindex);
+            assert_eq!(act, XDP_TX);
+            let (total, act, out) = b.once("restore_and_call", pkt, ifindex);
+            assert_eq!(
+                act, single_act,
+                "{path}: last repeat differs from a single run"
+            );
+            assert!(act == XDP_REDIRECT || act == XDP_TX, "{path}: action {act}");
+            if mode != Mode::Distinct {
+                assert_eq!(out, single_out, "{path}: output of the last repeat differs");
+            }
+            if std::env::var("BENCH_VERBOSE").is_ok() {
+                eprintln!(
+                    "{path}: baseline {base} ns, wrapper+program {total} ns, wrapper {wrapper} ns"
+                );
+            }
+            let cost = (total - wrapper).max(0.0);
+            base_samples.push(base);
+            ns.push(cost);
+            ratios.push(cost / base);
+        }
         dp.set_config(config).unwrap();
-        assert_eq!(
-            act, single_act,
-            "{path}: last repeat differs from a single run"
-        );
-        assert!(act == XDP_REDIRECT || act == XDP_TX, "{path}: action {act}");
-        if mode != Mode::Distinct {
-            assert_eq!(out, single_out, "{path}: output of the last repeat differs");
-        }
-        if std::env::var("BENCH_VERBOSE").is_ok() {
-            eprintln!("{path}: wrapper+program {total} ns, wrapper alone {wrapper} ns");
-        }
         rows.push(Row {
             path,
-            ns: (total - wrapper).max(0.0),
+            ns: median(ns),
+            ratio: median(ratios),
             target,
             katran,
         });
@@ -339,23 +344,27 @@ fn run(lab: &Lab, repeat: u32, rounds: u32) {
     // The pass path does not rewrite, so it runs directly.
     let (_, act, single) = one(&mut dp, &other, lab.c0);
     assert_eq!((act, &single), (XDP_PASS, &other));
-    let mut pass_samples = Vec::new();
+    let (mut ns, mut ratios) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let (ns, act, out) = time_prog(dp.program(), &other, lab.c0, repeat);
+        let (base, _, _) = b.once("baseline", &ack, lab.c0);
+        let (cost, act, out) = time_prog(dp.program(), &other, lab.c0, repeat);
         assert_eq!((act, &out), (XDP_PASS, &other));
-        pass_samples.push(ns);
+        base_samples.push(base);
+        ns.push(cost);
+        ratios.push(cost / base);
     }
-    pass_samples.sort_by(f64::total_cmp);
     rows.push(Row {
         path: "non-VIP pass",
-        ns: pass_samples[pass_samples.len() / 2],
+        ns: median(ns),
+        ratio: median(ratios),
         target: 3.7,
         katran: "~26 ns (3.7x)",
     });
+    let base = median(base_samples);
 
     let exhausted = dp.reason(lb_common::Reason::DropSnatExhausted).unwrap();
     println!(
-        "repeat {repeat} x {rounds} rounds (median); CPU: {}",
+        "repeat {repeat} x {rounds} rounds, medians; ratios are per round, against the baseline run just before; CPU: {}",
         cpu_model()
     );
     println!();
@@ -364,7 +373,7 @@ fn run(lab: &Lab, repeat: u32, rounds: u32) {
     println!("| bare baseline (parse, swap MACs, XDP_TX) | {base:.1} | 1.0 | - | ~7 ns |");
     let mut json = vec![format!("{{\"path\":\"baseline\",\"ns\":{base:.2}}}")];
     for r in &rows {
-        let ratio = r.ns / base;
+        let ratio = r.ratio;
         let verdict = if ratio <= r.target { "ok" } else { "OVER" };
         println!(
             "| {} | {:.1} | {:.1} | ≤ {}× {} | {} |",
@@ -378,6 +387,11 @@ fn run(lab: &Lab, repeat: u32, rounds: u32) {
     println!();
     println!("SNAT exhaustion drops during the run: {exhausted}");
     println!("JSON: [{}]", json.join(","));
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn cpu_model() -> String {

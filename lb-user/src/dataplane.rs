@@ -56,6 +56,7 @@ pub fn default_config(hash_seed: u32, maglev_size: u32) -> Config {
         tcp_timeout_ns: secs(900),
         tcp_fin_timeout_ns: secs(10),
         udp_timeout_ns: secs(30),
+        nexthop_ttl_ns: secs(1),
     }
 }
 

@@ -11,7 +11,7 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use lb_common::{hash::flow_hash, FlowKey, Reason, CT_FIN, PROTO_TCP, SVC_ENABLED, SVC_SRC_HASH};
 use lb_user::{
-    dataplane::{addr_of, be_addr, BackendSpec},
+    dataplane::{addr_of, be_addr, BackendSpec, Dataplane},
     maglev,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -364,6 +364,62 @@ fn unknown_neighbour_goes_to_the_kernel() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A cached next hop is reused within its TTL, then looked up again.
+fn nexthop_cache_follows_a_neighbour_change() -> Result<(), Failed> {
+    let mut dp = dp();
+    let lab = lab();
+    let be = Ipv4Addr::new(10, 99, 1, 77);
+    let neigh = |mac: &str| {
+        lab.lb.ip(&[
+            "neigh",
+            "replace",
+            "10.99.1.77",
+            "lladdr",
+            mac,
+            "dev",
+            "b0",
+            "nud",
+            "permanent",
+        ])
+    };
+    neigh("02:00:00:00:07:01");
+    let mut svc = web();
+    svc.backends = vec![BackendSpec {
+        id: 5,
+        addr: be,
+        port: 8080,
+        weight: 1,
+    }];
+    dp.apply_service(&svc)?;
+    let mut cfg = dp.config();
+    cfg.nexthop_ttl_ns = 300_000_000;
+    dp.set_config(cfg)?;
+    let mac = |dp: &mut Dataplane| -> Result<[u8; 6], Failed> {
+        let (act, out) = run(dp, &tcp(from_client(40040, 80), ACK, b""));
+        ensure_eq!(act, XDP_REDIRECT);
+        Ok(parse_valid(&out).dmac)
+    };
+    ensure_eq!(mac(&mut dp)?, [2, 0, 0, 0, 7, 1]);
+    neigh("02:00:00:00:07:02");
+    ensure_eq!(mac(&mut dp)?, [2, 0, 0, 0, 7, 1], "cached within the TTL");
+    std::thread::sleep(std::time::Duration::from_millis(350));
+    ensure_eq!(
+        mac(&mut dp)?,
+        [2, 0, 0, 0, 7, 2],
+        "looked up again after the TTL"
+    );
+    cfg.nexthop_ttl_ns = 0;
+    dp.set_config(cfg)?;
+    neigh("02:00:00:00:07:03");
+    ensure_eq!(
+        mac(&mut dp)?,
+        [2, 0, 0, 0, 7, 3],
+        "TTL 0 looks up every packet"
+    );
+    lab.lb.ip(&["neigh", "del", "10.99.1.77", "dev", "b0"]);
+    Ok(())
+}
+
 fn policies_and_misses_are_counted() -> Result<(), Failed> {
     let mut dp = dp();
     // IPv4 options (IHL 6) to the VIP.
@@ -582,6 +638,7 @@ fn main() {
         vlan_tagged_flow_keeps_its_tag,
         unknown_neighbour_goes_to_the_kernel,
         policies_and_misses_are_counted,
+        nexthop_cache_follows_a_neighbour_change,
         non_vip_traffic_passes_byte_identical,
         truncations_are_never_forwarded,
         random_input_is_never_forwarded_unless_well_formed,
