@@ -1,4 +1,5 @@
 //! The agent of the XDP load balancer: loads the data path and programs it.
 
+pub mod config;
 pub mod dataplane;
 pub mod maglev;

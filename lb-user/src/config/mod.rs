@@ -1,0 +1,621 @@
+//! The YAML configuration, with keepalived's names.
+//!
+//! Parsing is strict: an unknown key is an error, not a silent default. Every
+//! error names the file, the line and the key path, e.g.
+//! `lb.yaml:12: virtual_servers[0].real_servers[1].wieght: unknown key ...`.
+
+mod lines;
+mod validate;
+
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+pub use lines::LineIndex;
+
+/// A configuration that failed to load: one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.errors.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub global: Global,
+    #[serde(default)]
+    pub vrrp_scripts: BTreeMap<String, VrrpScript>,
+    #[serde(default)]
+    pub vrrp_instances: Vec<VrrpInstance>,
+    #[serde(default)]
+    pub virtual_servers: Vec<VirtualServer>,
+}
+
+/// `global`: the node and the data path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// Name of this node in logs and notifications.
+    #[serde(default)]
+    pub router_id: Option<String>,
+    /// Where XDP attaches and VRRP speaks.
+    pub interface: String,
+    /// More interfaces the XDP program attaches to (backends behind another link).
+    #[serde(default)]
+    pub extra_interfaces: Vec<String>,
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+    /// bpffs directory for pinned maps and the XDP link.
+    #[serde(default = "default_pin_path")]
+    pub pin_path: String,
+    /// Prometheus listen address; off when absent.
+    #[serde(default)]
+    pub metrics: Option<String>,
+    /// Flow-hash seed: keep it the same on every node.
+    #[serde(default)]
+    pub hash_seed: u32,
+    /// Maglev table size M, prime.
+    #[serde(default = "default_maglev_size")]
+    pub maglev_size: u32,
+    #[serde(default = "default_max_services")]
+    pub max_services: u32,
+    #[serde(default = "default_max_backends")]
+    pub max_backends: u32,
+    #[serde(default)]
+    pub conntrack: Conntrack,
+    /// Seconds a next-hop lookup is reused; 0 looks up every packet.
+    #[serde(default = "default_nexthop_ttl")]
+    pub nexthop_ttl: f64,
+}
+
+fn default_pin_path() -> String {
+    "/sys/fs/bpf/xlb".into()
+}
+fn default_maglev_size() -> u32 {
+    crate::maglev::DEFAULT_SIZE
+}
+fn default_max_services() -> u32 {
+    64
+}
+fn default_max_backends() -> u32 {
+    4096
+}
+fn default_nexthop_ttl() -> f64 {
+    1.0
+}
+
+/// How XDP attaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native, falling back to generic (skb).
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+/// `global.conntrack`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conntrack {
+    #[serde(default = "default_ct_max")]
+    pub max_entries: u32,
+    /// Seconds.
+    #[serde(default = "default_tcp_timeout")]
+    pub tcp_timeout: f64,
+    /// Seconds after a FIN.
+    #[serde(default = "default_tcp_fin_timeout")]
+    pub tcp_fin_timeout: f64,
+    /// Seconds.
+    #[serde(default = "default_udp_timeout")]
+    pub udp_timeout: f64,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack {
+            max_entries: default_ct_max(),
+            tcp_timeout: default_tcp_timeout(),
+            tcp_fin_timeout: default_tcp_fin_timeout(),
+            udp_timeout: default_udp_timeout(),
+        }
+    }
+}
+
+fn default_ct_max() -> u32 {
+    1 << 20
+}
+fn default_tcp_timeout() -> f64 {
+    900.0
+}
+fn default_tcp_fin_timeout() -> f64 {
+    10.0
+}
+fn default_udp_timeout() -> f64 {
+    30.0
+}
+
+/// `vrrp_scripts.NAME`: a tracking script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpScript {
+    pub script: String,
+    /// Seconds between runs.
+    #[serde(default = "one")]
+    pub interval: f64,
+    /// Seconds before a run counts as failed.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// Priority change (keepalived semantics; 0 means failure is FAULT).
+    #[serde(default)]
+    pub weight: i32,
+    #[serde(default = "one_u32")]
+    pub rise: u32,
+    #[serde(default = "one_u32")]
+    pub fall: u32,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn one_u32() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// `vrrp_instances[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpInstance {
+    pub name: String,
+    /// Defaults to `global.interface`.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// The initial state hint.
+    #[serde(default)]
+    pub state: VrrpState,
+    pub virtual_router_id: u32,
+    pub priority: u32,
+    /// Seconds, fractions allowed.
+    #[serde(default = "one")]
+    pub advert_int: f64,
+    #[serde(default = "default_vrrp_version")]
+    pub version: u8,
+    #[serde(default = "yes")]
+    pub preempt: bool,
+    /// Seconds.
+    #[serde(default)]
+    pub preempt_delay: f64,
+    #[serde(default)]
+    pub authentication: Option<Authentication>,
+    #[serde(default)]
+    pub unicast_src_ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// CIDRs, e.g. `192.168.1.10/24`.
+    #[serde(default)]
+    pub virtual_ipaddress: Vec<String>,
+    #[serde(default)]
+    pub track_script: Vec<String>,
+    #[serde(default)]
+    pub notify_master: Option<String>,
+    #[serde(default)]
+    pub notify_backup: Option<String>,
+    #[serde(default)]
+    pub notify_fault: Option<String>,
+    #[serde(default)]
+    pub notify_stop: Option<String>,
+    #[serde(default)]
+    pub notify: Option<String>,
+}
+
+fn default_vrrp_version() -> u8 {
+    2
+}
+
+/// VRRP states a config may name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VrrpState {
+    Master,
+    #[default]
+    Backup,
+}
+
+/// `authentication`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    pub auth_type: AuthType,
+    pub auth_pass: String,
+}
+
+/// Only PASS: AH is deprecated and not supported by VRRPv3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthType {
+    #[serde(rename = "PASS")]
+    Pass,
+}
+
+/// Transport protocol of a virtual server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => lb_common::PROTO_TCP,
+            Protocol::Udp => lb_common::PROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// `lb_algo`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbAlgo {
+    /// Maglev over the 5-tuple.
+    #[default]
+    Mh,
+    /// Maglev over the source address (client affinity).
+    Sh,
+}
+
+/// `lb_kind`: only full NAT, which needs nothing on the real servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbKind {
+    #[default]
+    Fullnat,
+}
+
+/// `virtual_servers[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServer {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// The VRRP instance whose MASTER serves this VIP; absent: always served.
+    #[serde(default)]
+    pub vrrp_instance: Option<String>,
+    #[serde(default)]
+    pub lb_algo: LbAlgo,
+    #[serde(default)]
+    pub lb_kind: LbKind,
+    pub snat: Snat,
+    /// Seconds between health checks.
+    #[serde(default = "default_delay_loop")]
+    pub delay_loop: f64,
+    /// Healthy real servers needed; below it the sorry server takes over.
+    #[serde(default = "one_u32")]
+    pub quorum: u32,
+    #[serde(default)]
+    pub sorry_server: Option<Endpoint>,
+    pub real_servers: Vec<RealServer>,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Tcp
+}
+fn default_delay_loop() -> f64 {
+    60.0
+}
+
+/// An address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub address: Ipv4Addr,
+    pub port: u16,
+}
+
+/// `snat`: the source addresses and ports the LB uses towards real servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snat {
+    pub addresses: Vec<Ipv4Addr>,
+    /// `"FIRST-LAST"`, inclusive.
+    #[serde(default = "default_snat_ports")]
+    pub ports: String,
+}
+
+fn default_snat_ports() -> String {
+    "1024-65535".into()
+}
+
+impl Snat {
+    /// The port range, if `ports` is well formed.
+    pub fn port_range(&self) -> Option<(u16, u16)> {
+        let (a, b) = self.ports.split_once('-')?;
+        let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        (a >= 1 && a <= b).then_some((a, b))
+    }
+}
+
+/// `real_servers[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealServer {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    #[serde(default = "one_u32")]
+    pub weight: u32,
+    /// On failure, set the weight to 0 instead of removing the server.
+    #[serde(default)]
+    pub inhibit_on_failure: bool,
+    #[serde(default)]
+    pub tcp_check: Option<TcpCheck>,
+    #[serde(default)]
+    pub http_get: Option<HttpGet>,
+    #[serde(default)]
+    pub ssl_get: Option<HttpGet>,
+    #[serde(default)]
+    pub dns_check: Option<DnsCheck>,
+    #[serde(default)]
+    pub misc_check: Option<MiscCheck>,
+    #[serde(default)]
+    pub notify_up: Option<String>,
+    #[serde(default)]
+    pub notify_down: Option<String>,
+    /// Start as down until the first successful check.
+    #[serde(default)]
+    pub alpha: bool,
+}
+
+impl RealServer {
+    /// How many checker blocks the server has.
+    pub fn checker_count(&self) -> usize {
+        [
+            self.tcp_check.is_some(),
+            self.http_get.is_some(),
+            self.ssl_get.is_some(),
+            self.dns_check.is_some(),
+            self.misc_check.is_some(),
+        ]
+        .iter()
+        .filter(|&&b| b)
+        .count()
+    }
+}
+
+/// The keys every checker shares, with keepalived's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckCommon {
+    /// Seconds; the whole check must finish within it.
+    pub connect_timeout: f64,
+    /// Failures before down.
+    pub retry: u32,
+    /// Successes before up.
+    pub rise: u32,
+    /// Seconds between retries after a failure.
+    pub delay_before_retry: f64,
+    /// Seconds: random first delay up to this.
+    pub warmup: Option<f64>,
+    pub bindto: Option<Ipv4Addr>,
+    pub connect_ip: Option<Ipv4Addr>,
+    pub connect_port: Option<u16>,
+}
+
+/// A checker block: the shared keys, then its own. (serde cannot combine
+/// `flatten` with `deny_unknown_fields`, so each block is its own struct.)
+macro_rules! checker {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// Seconds; the whole check must finish within it.
+            #[serde(default = "default_connect_timeout")]
+            pub connect_timeout: f64,
+            /// Failures before down (keepalived's `nb_get_retry` too).
+            #[serde(default = "one_u32", alias = "nb_get_retry")]
+            pub retry: u32,
+            /// Successes before up.
+            #[serde(default = "one_u32")]
+            pub rise: u32,
+            /// Seconds between retries after a failure.
+            #[serde(default = "one")]
+            pub delay_before_retry: f64,
+            /// Seconds: random first delay up to this, so checks do not burst.
+            #[serde(default)]
+            pub warmup: Option<f64>,
+            /// Source address of the check.
+            #[serde(default)]
+            pub bindto: Option<Ipv4Addr>,
+            #[serde(default)]
+            pub connect_ip: Option<Ipv4Addr>,
+            #[serde(default)]
+            pub connect_port: Option<u16>,
+            $($(#[$fm])* pub $f: $t,)*
+        }
+
+        impl $name {
+            /// The shared keys.
+            pub fn common(&self) -> CheckCommon {
+                CheckCommon {
+                    connect_timeout: self.connect_timeout,
+                    retry: self.retry,
+                    rise: self.rise,
+                    delay_before_retry: self.delay_before_retry,
+                    warmup: self.warmup,
+                    bindto: self.bindto,
+                    connect_ip: self.connect_ip,
+                    connect_port: self.connect_port,
+                }
+            }
+        }
+    };
+}
+
+fn default_connect_timeout() -> f64 {
+    5.0
+}
+
+checker!(
+    /// `tcp_check`: a TCP connect.
+    TcpCheck {}
+);
+
+checker!(
+    /// `http_get` and `ssl_get`.
+    HttpGet {
+        #[serde(default = "default_path")]
+        path: String,
+        /// A code or ranges, e.g. `200` or `"200-299,301"`.
+        #[serde(default)]
+        status_code: Option<StatusCodes>,
+        /// MD5 of the body, as keepalived's genhash prints it.
+        #[serde(default)]
+        digest: Option<String>,
+        /// Host header.
+        #[serde(default)]
+        virtualhost: Option<String>,
+        /// "1.0" or "1.1".
+        #[serde(default)]
+        http_protocol: Option<String>,
+        /// `ssl_get` only: verify the server's certificate.
+        #[serde(default)]
+        verify_certificate: bool,
+    }
+);
+
+fn default_path() -> String {
+    "/".into()
+}
+
+/// A status code or a list of ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StatusCodes {
+    One(u16),
+    Ranges(String),
+}
+
+checker!(
+    /// `dns_check`: a UDP query, OK on a well-formed NOERROR reply.
+    DnsCheck {
+        #[serde(default = "default_dns_name")]
+        name: String,
+        #[serde(default = "default_dns_type", rename = "type")]
+        qtype: String,
+    }
+);
+
+fn default_dns_name() -> String {
+    ".".into()
+}
+fn default_dns_type() -> String {
+    "SOA".into()
+}
+
+checker!(
+    /// `misc_check`: an external program.
+    MiscCheck {
+        misc_path: String,
+        /// Seconds before the program is killed.
+        #[serde(default)]
+        misc_timeout: Option<f64>,
+        /// Exit 2-255 sets the weight to code - 2.
+        #[serde(default)]
+        misc_dynamic: bool,
+    }
+);
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        errors: vec![format!("{name}: {e}")],
+    })?;
+    parse(&text, &name)
+}
+
+/// Parses and validates `text`, naming it `file` in errors.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let index = LineIndex::new(text).map_err(|(line, col, msg)| ConfigError {
+        errors: vec![format!("{file}:{line}:{col}: YAML syntax error: {msg}")],
+    })?;
+    let de = serde_yaml::Deserializer::from_str(text);
+    let config: Config = match serde_path_to_error::deserialize(de) {
+        Ok(c) => c,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .location()
+                .map(|l| l.line())
+                .or_else(|| index.line(&path))
+                .unwrap_or(1);
+            let msg = clean_serde_message(&inner.to_string(), &path);
+            let where_ = if path.is_empty() || path == "." {
+                String::new()
+            } else {
+                format!(" {path}:")
+            };
+            return Err(ConfigError {
+                errors: vec![format!("{file}:{line}:{where_} {msg}")],
+            });
+        }
+    };
+    let problems = validate::check(&config);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    Err(ConfigError {
+        errors: problems
+            .into_iter()
+            .map(|(path, msg)| {
+                let line = index.line(&path).unwrap_or(1);
+                format!("{file}:{line}: {path}: {msg}")
+            })
+            .collect(),
+    })
+}
+
+/// serde_yaml appends " at line N column M"; the line is already in front.
+/// serde_yaml also puts the path in front; it is already in ours.
+fn clean_serde_message(msg: &str, path: &str) -> String {
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    // ... as far as it knows it, which may stop short of ours.
+    let msg = match msg.split_once(": ") {
+        Some((p, rest)) if !p.contains(' ') && path.starts_with(p) => rest,
+        _ => msg,
+    };
+    msg.replace("unknown field", "unknown key")
+        .replace("missing field", "missing key")
+}
+
+#[cfg(test)]
+mod tests;

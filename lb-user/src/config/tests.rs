@@ -1,0 +1,318 @@
+//! Every validation error, with its exact text.
+
+use super::*;
+
+const BASE: &str = "\
+global:
+  interface: eth0
+vrrp_scripts:
+  chk_web:
+    script: /bin/true
+    weight: -20
+vrrp_instances:
+  - name: VI_1
+    virtual_router_id: 51
+    priority: 100
+    virtual_ipaddress: [192.0.2.10/24]
+    track_script: [chk_web]
+virtual_servers:
+  - name: web
+    vip: 192.0.2.10
+    port: 80
+    vrrp_instance: VI_1
+    snat:
+      addresses: [192.0.2.2]
+    real_servers:
+      - address: 198.51.100.1
+        port: 8080
+        tcp_check:
+          connect_timeout: 3
+      - address: 198.51.100.2
+        port: 8080
+";
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text, "lb.yaml") {
+        Ok(_) => vec![],
+        Err(e) => e.errors,
+    }
+}
+
+/// The base config with `from` replaced by `to` (which must occur once).
+fn with(from: &str, to: &str) -> String {
+    assert_eq!(BASE.matches(from).count(), 1, "{from:?} must occur once");
+    BASE.replace(from, to)
+}
+
+#[test]
+fn base_is_valid_with_keepalived_defaults() {
+    let c = parse(BASE, "lb.yaml").unwrap();
+    let vs = &c.virtual_servers[0];
+    assert_eq!(vs.protocol, Protocol::Tcp);
+    assert_eq!(vs.lb_algo, LbAlgo::Mh);
+    assert_eq!(vs.delay_loop, 60.0);
+    assert_eq!(vs.snat.port_range(), Some((1024, 65535)));
+    let tc = vs.real_servers[0].tcp_check.as_ref().unwrap();
+    assert_eq!(
+        (tc.connect_timeout, tc.retry, tc.delay_before_retry),
+        (3.0, 1, 1.0)
+    );
+    assert_eq!(c.vrrp_instances[0].advert_int, 1.0);
+    assert!(c.vrrp_instances[0].preempt);
+    assert_eq!(c.global.conntrack.udp_timeout, 30.0);
+}
+
+#[test]
+fn yaml_syntax_error_names_the_line() {
+    assert_eq!(
+        errors(&with("    priority: 100\n", "    priority: 100: 5\n")),
+        ["lb.yaml:10:18: YAML syntax error: mapping values are not allowed in this context"]
+    );
+}
+
+#[test]
+fn unknown_key_names_line_and_path() {
+    assert_eq!(
+        errors(&with("        port: 8080\n        tcp_check:", "        port: 8080\n        wieght: 2\n        tcp_check:")),
+        ["lb.yaml:23: virtual_servers[0].real_servers[0].wieght: unknown key `wieght`, expected one of `address`, `port`, `weight`, `inhibit_on_failure`, `tcp_check`, `http_get`, `ssl_get`, `dns_check`, `misc_check`, `notify_up`, `notify_down`, `alpha`"]
+    );
+    assert_eq!(
+        errors(&with("  interface: eth0\n", "  interface: eth0\n  interfac: eth1\n")),
+        ["lb.yaml:3: global.interfac: unknown key `interfac`, expected one of `router_id`, `interface`, `extra_interfaces`, `xdp_mode`, `pin_path`, `metrics`, `hash_seed`, `maglev_size`, `max_services`, `max_backends`, `conntrack`, `nexthop_ttl`"]
+    );
+    assert_eq!(
+        errors(&with("          connect_timeout: 3", "          connect_timout: 3")),
+        ["lb.yaml:24: virtual_servers[0].real_servers[0].tcp_check.connect_timout: unknown key `connect_timout`, expected one of `connect_timeout`, `nb_get_retry`, `retry`, `rise`, `delay_before_retry`, `warmup`, `bindto`, `connect_ip`, `connect_port`"]
+    );
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    assert_eq!(
+        errors(&with("    port: 80\n", "    port: eighty\n")),
+        ["lb.yaml:16: virtual_servers[0].port: invalid type: string \"eighty\", expected u16"]
+    );
+    assert_eq!(
+        errors(&with("    vip: 192.0.2.10\n", "    vip: 192.0.2.300\n")),
+        ["lb.yaml:15: virtual_servers[0].vip: invalid IPv4 address syntax"]
+    );
+    assert_eq!(
+        errors(&with("  interface: eth0\n", "")),
+        ["lb.yaml:1: global: missing key `interface`"]
+    );
+}
+
+#[test]
+fn duplicate_virtual_server() {
+    let dup = "  - name: web2\n    vip: 192.0.2.10\n    port: 80\n    snat: {addresses: [192.0.2.3]}\n    real_servers: []\n";
+    assert_eq!(
+        errors(&format!("{BASE}{dup}")),
+        ["lb.yaml:27: virtual_servers[1]: duplicate virtual server 192.0.2.10:80/tcp (first is virtual_servers[0])"]
+    );
+    // The same address and port over UDP is another service.
+    assert_eq!(
+        errors(&format!(
+            "{BASE}{}",
+            dup.replace("port: 80\n", "port: 80\n    protocol: udp\n")
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn vrid_and_priority_ranges() {
+    assert_eq!(
+        errors(&with("virtual_router_id: 51", "virtual_router_id: 256")),
+        ["lb.yaml:9: vrrp_instances[0].virtual_router_id: 256 is out of range 1-255"]
+    );
+    assert_eq!(
+        errors(&with("virtual_router_id: 51", "virtual_router_id: 0")),
+        ["lb.yaml:9: vrrp_instances[0].virtual_router_id: 0 is out of range 1-255"]
+    );
+    assert_eq!(
+        errors(&with("priority: 100", "priority: 0")),
+        ["lb.yaml:10: vrrp_instances[0].priority: 0 is out of range 1-255"]
+    );
+    assert_eq!(
+        errors(&with("priority: 100", "priority: 300")),
+        ["lb.yaml:10: vrrp_instances[0].priority: 300 is out of range 1-255"]
+    );
+}
+
+#[test]
+fn snat_pool_errors() {
+    assert_eq!(
+        errors(&with("      addresses: [192.0.2.2]\n", "      addresses: []\n")),
+        ["lb.yaml:19: virtual_servers[0].snat.addresses: the SNAT pool is empty: give at least one address of this node"]
+    );
+    assert_eq!(
+        errors(&with("      addresses: [192.0.2.2]\n", "      addresses: [192.0.2.2]\n      ports: 2000-1000\n")),
+        ["lb.yaml:20: virtual_servers[0].snat.ports: \"2000-1000\" is not a port range FIRST-LAST within 1-65535"]
+    );
+    assert_eq!(
+        errors(&with("      addresses: [192.0.2.2]\n", "      addresses: [192.0.2.2]\n      ports: 1024-70000\n")),
+        ["lb.yaml:20: virtual_servers[0].snat.ports: \"1024-70000\" is not a port range FIRST-LAST within 1-65535"]
+    );
+    assert_eq!(
+        errors(&with("      addresses: [192.0.2.2]\n", "      addresses: [192.0.2.10]\n      ports: 1-1024\n")),
+        ["lb.yaml:20: virtual_servers[0].snat.ports: SNAT pool 192.0.2.10:1-1024 overlaps virtual server 192.0.2.10:80 (virtual_servers[0]); exclude port 80"]
+    );
+    assert_eq!(
+        errors(&with(
+            "      addresses: [192.0.2.2]\n",
+            "      addresses: [192.0.2.2, 192.0.2.2]\n"
+        )),
+        ["lb.yaml:19: virtual_servers[0].snat.addresses[1]: 192.0.2.2 is listed twice"]
+    );
+}
+
+#[test]
+fn duplicate_real_server() {
+    assert_eq!(
+        errors(&with("      - address: 198.51.100.2\n", "      - address: 198.51.100.1\n")),
+        ["lb.yaml:25: virtual_servers[0].real_servers[1]: duplicate real server 198.51.100.1:8080 (first is real_servers[0])"]
+    );
+}
+
+#[test]
+fn references_must_exist() {
+    assert_eq!(
+        errors(&with(
+            "    vrrp_instance: VI_1\n",
+            "    vrrp_instance: VI_2\n"
+        )),
+        ["lb.yaml:17: virtual_servers[0].vrrp_instance: no vrrp_instance named \"VI_2\""]
+    );
+    assert_eq!(
+        errors(&with(
+            "    track_script: [chk_web]\n",
+            "    track_script: [chk_web, chk_db]\n"
+        )),
+        ["lb.yaml:12: vrrp_instances[0].track_script[1]: no vrrp_script named \"chk_db\""]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = with("priority: 100", "priority: 0")
+        .replace("virtual_router_id: 51", "virtual_router_id: 999");
+    assert_eq!(
+        errors(&text),
+        [
+            "lb.yaml:9: vrrp_instances[0].virtual_router_id: 999 is out of range 1-255",
+            "lb.yaml:10: vrrp_instances[0].priority: 0 is out of range 1-255",
+        ]
+    );
+}
+
+#[test]
+fn checker_and_timer_values() {
+    assert_eq!(
+        errors(&with(
+            "          connect_timeout: 3",
+            "          connect_timeout: 3\n          retry: 0"
+        )),
+        ["lb.yaml:25: virtual_servers[0].real_servers[0].tcp_check.retry: must be at least 1"]
+    );
+    assert_eq!(
+        errors(&with("        tcp_check:\n          connect_timeout: 3\n", "        tcp_check: {}\n        http_get: {path: /}\n")),
+        ["lb.yaml:21: virtual_servers[0].real_servers[0]: give at most one of tcp_check, http_get, ssl_get, dns_check, misc_check"]
+    );
+    assert_eq!(
+        errors(&with("        tcp_check:\n          connect_timeout: 3\n", "        http_get: {path: /health, status_code: \"200-299,9000\"}\n")),
+        ["lb.yaml:23: virtual_servers[0].real_servers[0].http_get.status_code: Ranges(\"200-299,9000\") is not a code or a list of ranges like 200-299,301"]
+    );
+    assert_eq!(
+        errors(&with(
+            "    priority: 100\n",
+            "    priority: 100\n    advert_int: 0.5\n"
+        )),
+        ["lb.yaml:11: vrrp_instances[0].advert_int: 0.5 must be whole seconds 1-255 with VRRPv2"]
+    );
+    assert_eq!(
+        errors(&with(
+            "    priority: 100\n",
+            "    priority: 100\n    advert_int: 0.5\n    version: 3\n"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn missing_file_is_named() {
+    let e = load(Path::new("/nonexistent/lb.yaml")).unwrap_err();
+    assert_eq!(
+        e.errors,
+        ["/nonexistent/lb.yaml: No such file or directory (os error 2)"]
+    );
+}
+
+/// Random bytes, random YAML-ish token soup, and random edits of a valid
+/// file: the parser returns, never panics.
+#[test]
+fn random_input_never_panics() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const TOKENS: [&str; 24] = [
+        "global:",
+        "\n",
+        "  ",
+        "- ",
+        "interface: eth0",
+        "virtual_servers:",
+        "real_servers:",
+        "port: ",
+        "80",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ": ",
+        "&a ",
+        "*a",
+        "!!str ",
+        "'",
+        "\"",
+        "snat:",
+        "addresses: [1.2.3.4]",
+        "-1",
+        "65536",
+    ];
+    for i in 0..3000 {
+        let text: String = match i % 3 {
+            0 => (0..rnd() % 200)
+                .map(|_| (rnd() % 128) as u8 as char)
+                .collect(),
+            1 => (0..rnd() % 60)
+                .map(|_| TOKENS[(rnd() % TOKENS.len() as u64) as usize])
+                .collect(),
+            _ => {
+                let mut b: Vec<char> = BASE.chars().collect();
+                for _ in 0..1 + rnd() % 4 {
+                    let at = (rnd() as usize) % b.len();
+                    match rnd() % 3 {
+                        0 => {
+                            b.remove(at);
+                        }
+                        1 => b.insert(
+                            at,
+                            TOKENS[(rnd() % TOKENS.len() as u64) as usize]
+                                .chars()
+                                .next()
+                                .unwrap(),
+                        ),
+                        _ => b[at] = (rnd() % 128) as u8 as char,
+                    }
+                }
+                b.into_iter().collect()
+            }
+        };
+        let _ = parse(&text, "fuzz.yaml");
+    }
+}
