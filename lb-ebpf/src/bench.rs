@@ -1,4 +1,4 @@
-//! Programs for `cargo xtask bench dataplane`, never loaded by the agent.
+//! Test and benchmark programs, never loaded by the agent.
 //!
 //! `test_run` with `repeat` reuses one buffer, so a rewriting program would see
 //! its own output from the second repeat on. `restore_and_call` writes the
@@ -85,6 +85,14 @@ pub fn restore_only(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     xdp_action::XDP_TX
+}
+
+/// Passes everything: test hosts attach it to their veth ends, because frames
+/// sent with XDP_TX or XDP_REDIRECT into a veth arrive only if the peer runs
+/// an XDP program.
+#[xdp]
+pub fn pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 /// Parse Ethernet and IPv4, swap the MACs, send it back.

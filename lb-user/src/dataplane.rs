@@ -20,7 +20,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench"));
 
 /// Sizes and global settings fixed at load time.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most services (each owns two Maglev tables).
     pub max_services: u32,
@@ -203,17 +203,23 @@ impl Dataplane {
         self.config
     }
 
-    /// Attaches to `iface`, native mode first, falling back to generic (skb).
-    pub fn attach(&mut self, iface: &str) -> Result<XdpMode> {
+    /// Attaches to `iface`; `Auto` tries native first, then generic (skb).
+    pub fn attach(&mut self, iface: &str, mode: crate::config::XdpMode) -> Result<XdpMode> {
+        use crate::config::XdpMode as M;
         let prog = self.program();
-        match prog.attach(iface, XdpMode::Driver) {
-            Ok(_) => Ok(XdpMode::Driver),
-            Err(_) => {
-                prog.attach(iface, XdpMode::Skb)
-                    .with_context(|| format!("attaching XDP to {iface}"))?;
-                Ok(XdpMode::Skb)
+        let tries: &[XdpMode] = match mode {
+            M::Auto => &[XdpMode::Driver, XdpMode::Skb],
+            M::Native => &[XdpMode::Driver],
+            M::Skb => &[XdpMode::Skb],
+        };
+        let mut last = None;
+        for &m in tries {
+            match prog.attach(iface, m) {
+                Ok(_) => return Ok(m),
+                Err(e) => last = Some(e),
             }
         }
+        Err(last.unwrap()).with_context(|| format!("attaching XDP to {iface}"))
     }
 
     fn map<'a, T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>>(

@@ -1,5 +1,7 @@
 //! The agent of the XDP load balancer: loads the data path and programs it.
 
+pub mod agent;
 pub mod config;
 pub mod dataplane;
 pub mod maglev;
+pub mod plan;

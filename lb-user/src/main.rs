@@ -1,10 +1,14 @@
 //! `xlb`: the XDP layer-4 load balancer agent.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use lb_user::maglev::{self, Member};
+use lb_user::{
+    agent, config,
+    maglev::{self, Member},
+    plan::{Plan, Runtime},
+};
 
 #[derive(Parser)]
 #[command(name = "xlb", version, about = "XDP layer-4 load balancer")]
@@ -15,8 +19,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the agent in the foreground (SIGHUP reloads, SIGTERM stops).
+    Run {
+        #[arg(short, long, default_value = "/etc/xlb/xlb.yaml")]
+        config: PathBuf,
+        #[arg(long, default_value = agent::PID_FILE)]
+        pid_file: PathBuf,
+    },
+    /// Validate a config and print the plan it resolves to.
+    Check {
+        #[arg(short, long, default_value = "/etc/xlb/xlb.yaml")]
+        config: PathBuf,
+    },
+    /// Ask the running agent to reload its config (same as SIGHUP).
+    Reload {
+        #[arg(long, default_value = agent::PID_FILE)]
+        pid_file: PathBuf,
+    },
     /// Print a digest of the Maglev table for the given backends
     /// (`ADDR:PORT[*WEIGHT]`), to compare nodes.
+    #[command(hide = true)]
     Maglev {
         #[arg(long, default_value_t = 0)]
         seed: u32,
@@ -26,8 +48,35 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse().cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xlb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Run { config, pid_file } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(agent::run(&config, &pid_file)),
+        Cmd::Check { config } => {
+            let c = config::load(&config)?;
+            print!("{}", Plan::build(&c, &Runtime::from_config_hints(&c), None));
+            Ok(())
+        }
+        Cmd::Reload { pid_file } => agent::signal_reload(&pid_file),
         Cmd::Maglev {
             seed,
             size,
@@ -40,9 +89,9 @@ fn main() -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let table = maglev::build(seed, size, &members);
             println!("{:016x}", digest(&table));
+            Ok(())
         }
     }
-    Ok(())
 }
 
 fn parse_member(id: u32, s: &str) -> Result<Member> {
@@ -59,7 +108,7 @@ fn parse_member(id: u32, s: &str) -> Result<Member> {
 }
 
 /// FNV-1a over the table, stable across processes and builds.
-pub fn digest(table: &[u32]) -> u64 {
+fn digest(table: &[u32]) -> u64 {
     table
         .iter()
         .flat_map(|v| v.to_le_bytes())

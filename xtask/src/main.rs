@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 const BPF_LINKER_VERSION: &str = "0.10.2";
 
 /// Debian packages the tests and the lab use.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "procps"];
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "procps", "ethtool", "iputils-ping"];
 
 const USAGE: &str = "\
 usage: cargo xtask <command>

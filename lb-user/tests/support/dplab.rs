@@ -90,8 +90,12 @@ pub fn setup() -> Lab {
     }
     lb.enter();
     let mut holder = new_dp();
-    holder.attach("c0").unwrap();
-    holder.attach("b0").unwrap();
+    holder
+        .attach("c0", lb_user::config::XdpMode::Native)
+        .unwrap();
+    holder
+        .attach("b0", lb_user::config::XdpMode::Native)
+        .unwrap();
     Lab {
         c0: lb.ifindex("c0"),
         b0: lb.ifindex("b0"),

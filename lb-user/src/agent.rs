@@ -1,0 +1,166 @@
+//! `xlb run`: load the data path, program it from the config, and keep it in
+//! step on SIGHUP; SIGTERM or SIGINT is a clean shutdown.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{self, Config},
+    dataplane::Dataplane,
+    plan::{Diff, Plan, Runtime},
+};
+
+/// Where `run` writes its pid by default, for `xlb reload`.
+pub const PID_FILE: &str = "/run/xlb.pid";
+
+/// The running agent's state.
+pub struct Agent {
+    path: PathBuf,
+    config: Config,
+    runtime: Runtime,
+    plan: Plan,
+    dp: Dataplane,
+}
+
+/// The ifindex of `name` in this network namespace.
+pub fn ifindex(name: &str) -> Result<u32> {
+    let c = CString::new(name).context("interface name")?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        bail!("no interface {name:?}");
+    }
+    Ok(i)
+}
+
+/// The data path needs IPv4 forwarding: `bpf_fib_lookup` refuses to route
+/// otherwise, and the kernel forwards the packets whose neighbour is unknown.
+fn enable_forwarding() -> Result<()> {
+    let p = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(p)
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    std::fs::write(p, "1").with_context(|| format!("enabling {p}"))?;
+    info!("enabled net.ipv4.ip_forward: the data path routes through the kernel's FIB");
+    Ok(())
+}
+
+/// Applies a plan difference to the maps, removals first.
+fn apply(dp: &mut Dataplane, d: &Diff<'_>) -> Result<()> {
+    if let Some(c) = d.config {
+        dp.set_config(c)?;
+    }
+    for s in &d.remove {
+        dp.remove_service(s)?;
+    }
+    for s in &d.upsert {
+        dp.apply_service(s)?;
+    }
+    for &(a, kind) in &d.addrs {
+        dp.set_addr(a, kind)?;
+    }
+    Ok(())
+}
+
+impl Agent {
+    /// Loads the config and the program, attaches and programs the maps.
+    pub fn start(path: &Path) -> Result<Agent> {
+        let config = config::load(path)?;
+        let runtime = Runtime::from_config_hints(&config);
+        if !config.vrrp_instances.is_empty() {
+            warn!("VRRP is not running yet: services of instances with state MASTER are served, the others stand by");
+        }
+        let plan = Plan::build(&config, &runtime, None);
+        enable_forwarding()?;
+        let mut dp = Dataplane::load(plan.limits.clone(), plan.config)?;
+        for iface in &plan.interfaces {
+            let mode = dp.attach(iface, config.global.xdp_mode)?;
+            dp.add_egress(ifindex(iface)?)?;
+            info!(interface = %iface, mode = ?mode, "XDP attached");
+        }
+        apply(&mut dp, &plan.diff(None))?;
+        info!(services = plan.services.len(), "serving");
+        Ok(Agent {
+            path: path.to_path_buf(),
+            config,
+            runtime,
+            plan,
+            dp,
+        })
+    }
+
+    /// Re-reads the config; a bad one is refused and the old one keeps serving.
+    pub fn reload(&mut self) -> Result<()> {
+        let config = config::load(&self.path)?;
+        let plan = Plan::build(&config, &self.runtime, Some(&self.plan.ids));
+        if !plan.fits(&self.dp.limits().clone()) {
+            bail!("global limits (max_services, max_backends, conntrack.max_entries, maglev_size) changed: restart the agent to apply them");
+        }
+        if plan.interfaces != self.plan.interfaces
+            || config.global.xdp_mode != self.config.global.xdp_mode
+        {
+            bail!("interfaces or xdp_mode changed: restart the agent to apply them");
+        }
+        let diff = plan.diff(Some(&self.plan));
+        let changed = diff.upsert.len() + diff.remove.len();
+        apply(&mut self.dp, &diff)?;
+        info!(services = plan.services.len(), changed, "reloaded");
+        self.config = config;
+        self.plan = plan;
+        Ok(())
+    }
+
+    /// The current plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(path: &Path, pid_file: &Path) -> Result<()> {
+    let mut agent = Agent::start(path)?;
+    std::fs::write(pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", agent.path.display());
+                if let Err(e) = agent.reload() {
+                    error!("reload refused, the running config stays: {e:#}");
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("shutting down: detaching XDP");
+    let _ = std::fs::remove_file(pid_file);
+    drop(agent);
+    Ok(())
+}
+
+/// `xlb reload`: SIGHUP to the running agent.
+pub fn signal_reload(pid_file: &Path) -> Result<()> {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .with_context(|| format!("reading {}: is the agent running?", pid_file.display()))?
+        .trim()
+        .parse()
+        .context("bad pid file")?;
+    // SAFETY: kill has no memory preconditions.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        bail!("signalling pid {pid}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}

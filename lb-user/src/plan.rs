@@ -1,0 +1,491 @@
+//! Config + runtime state → a plan: every map entry the data path should
+//! hold, as a plain value. The agent applies the difference between two plans;
+//! `xlb check` prints one. No kernel is needed to build or test a plan.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+};
+
+use lb_common::{ADDR_SNAT, ADDR_VIP, SVC_ENABLED, SVC_SRC_HASH};
+
+use crate::{
+    config::{Config, LbAlgo, VirtualServer},
+    dataplane::{secs, BackendSpec, Limits, ServiceSpec},
+};
+
+/// What the agent knows beyond the config: which VRRP instances this node is
+/// MASTER of, and which real servers are down.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Runtime {
+    /// VRRP instances in MASTER state.
+    pub masters: BTreeSet<String>,
+    /// Real servers failing their checks: (virtual server name, address, port).
+    pub down: BTreeSet<(String, Ipv4Addr, u16)>,
+}
+
+impl Runtime {
+    /// Before VRRP runs: the instances whose configured `state` is MASTER.
+    pub fn from_config_hints(c: &Config) -> Self {
+        Runtime {
+            masters: c
+                .vrrp_instances
+                .iter()
+                .filter(|i| i.state == crate::config::VrrpState::Master)
+                .map(|i| i.name.clone())
+                .collect(),
+            down: BTreeSet::new(),
+        }
+    }
+}
+
+/// Identity of a service across reloads.
+pub type ServiceKey = (Ipv4Addr, u16, u8);
+/// Identity of a backend across reloads: its service, address and port, and
+/// whether it is the sorry server.
+pub type BackendKey = (ServiceKey, Ipv4Addr, u16, bool);
+
+/// Stable ids: a service or backend keeps its id across reloads, so its
+/// counters and Maglev tables stay put.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ids {
+    pub services: BTreeMap<ServiceKey, u32>,
+    pub backends: BTreeMap<BackendKey, u32>,
+}
+
+/// Ids for `keys`: kept from `prev`, new ones get the lowest free id.
+fn assign<K: Ord + Clone>(keys: &[K], prev: &BTreeMap<K, u32>) -> BTreeMap<K, u32> {
+    let mut out: BTreeMap<K, u32> = keys
+        .iter()
+        .filter_map(|k| prev.get(k).map(|&id| (k.clone(), id)))
+        .collect();
+    let mut used: BTreeSet<u32> = out.values().copied().collect();
+    let mut next = 0;
+    for k in keys {
+        if out.contains_key(k) {
+            continue;
+        }
+        while used.contains(&next) {
+            next += 1;
+        }
+        out.insert(k.clone(), next);
+        used.insert(next);
+    }
+    out
+}
+
+/// One service as planned, with the names `status` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedService {
+    pub name: String,
+    pub spec: ServiceSpec,
+    /// Real servers that are up; the sorry server is serving instead when below quorum.
+    pub healthy: usize,
+    pub sorry_active: bool,
+}
+
+/// Everything the data path should hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Interfaces the program attaches to; the first is `global.interface`.
+    pub interfaces: Vec<String>,
+    pub limits: Limits,
+    pub config: lb_common::Config,
+    /// VIP and SNAT addresses with their `ADDR_*` bits.
+    pub addrs: BTreeMap<Ipv4Addr, u32>,
+    pub services: Vec<PlannedService>,
+    pub ids: Ids,
+}
+
+impl Plan {
+    /// Builds the plan for `c` in state `rt`, keeping the ids of `prev`.
+    pub fn build(c: &Config, rt: &Runtime, prev: Option<&Ids>) -> Plan {
+        let empty = Ids::default();
+        let prev = prev.unwrap_or(&empty);
+        let g = &c.global;
+        let skeys: Vec<ServiceKey> = c.virtual_servers.iter().map(service_key).collect();
+        let service_ids = assign(&skeys, &prev.services);
+        let bkeys: Vec<BackendKey> = c
+            .virtual_servers
+            .iter()
+            .flat_map(|v| {
+                let sk = service_key(v);
+                let reals = v
+                    .real_servers
+                    .iter()
+                    .map(move |r| (sk, r.address, r.port, false));
+                let sorry = v.sorry_server.map(|s| (sk, s.address, s.port, true));
+                reals.chain(sorry)
+            })
+            .collect();
+        let backend_ids = assign(&bkeys, &prev.backends);
+
+        let mut addrs = BTreeMap::new();
+        let mut services = Vec::new();
+        for v in &c.virtual_servers {
+            let sk = service_key(v);
+            *addrs.entry(v.vip).or_insert(0) |= ADDR_VIP;
+            for a in &v.snat.addresses {
+                *addrs.entry(*a).or_insert(0) |= ADDR_SNAT;
+            }
+            let enabled = v
+                .vrrp_instance
+                .as_ref()
+                .is_none_or(|i| rt.masters.contains(i));
+            let mut flags = if enabled { SVC_ENABLED } else { 0 };
+            if v.lb_algo == LbAlgo::Sh {
+                flags |= SVC_SRC_HASH;
+            }
+            let up = |addr: Ipv4Addr, port: u16| !rt.down.contains(&(v.name.clone(), addr, port));
+            let mut backends: Vec<BackendSpec> = v
+                .real_servers
+                .iter()
+                .map(|r| BackendSpec {
+                    id: backend_ids[&(sk, r.address, r.port, false)],
+                    addr: r.address,
+                    port: r.port,
+                    // Down, or inhibited: no new flows either way.
+                    weight: if up(r.address, r.port) { r.weight } else { 0 },
+                })
+                .collect();
+            let healthy = backends.iter().filter(|b| b.weight > 0).count();
+            let mut sorry_active = false;
+            if let Some(s) = v.sorry_server {
+                if healthy < v.quorum as usize {
+                    sorry_active = true;
+                    for b in &mut backends {
+                        b.weight = 0;
+                    }
+                    backends.push(BackendSpec {
+                        id: backend_ids[&(sk, s.address, s.port, true)],
+                        addr: s.address,
+                        port: s.port,
+                        weight: 1,
+                    });
+                }
+            }
+            services.push(PlannedService {
+                name: v.name.clone(),
+                healthy,
+                sorry_active,
+                spec: ServiceSpec {
+                    id: service_ids[&sk],
+                    vip: v.vip,
+                    port: v.port,
+                    proto: v.protocol.number(),
+                    flags,
+                    snat_addrs: v.snat.addresses.clone(),
+                    snat_ports: v.snat.port_range().unwrap_or((1024, 65535)),
+                    backends,
+                },
+            });
+        }
+        services.sort_by_key(|s| s.spec.id);
+        let ns = |s: f64| (s * 1e9) as u64;
+        let mut interfaces = vec![g.interface.clone()];
+        interfaces.extend(
+            g.extra_interfaces
+                .iter()
+                .filter(|i| **i != g.interface)
+                .cloned(),
+        );
+        Plan {
+            interfaces,
+            limits: Limits {
+                max_services: g.max_services,
+                max_backends: g.max_backends,
+                conn_max: g.conntrack.max_entries,
+                maglev_size: g.maglev_size,
+            },
+            config: lb_common::Config {
+                hash_seed: g.hash_seed,
+                maglev_size: g.maglev_size,
+                tcp_timeout_ns: ns(g.conntrack.tcp_timeout),
+                tcp_fin_timeout_ns: ns(g.conntrack.tcp_fin_timeout),
+                udp_timeout_ns: ns(g.conntrack.udp_timeout),
+                nexthop_ttl_ns: ns(g.nexthop_ttl).min(secs(60)),
+            },
+            addrs,
+            services,
+            ids: Ids {
+                services: service_ids,
+                backends: backend_ids,
+            },
+        }
+    }
+
+    /// Whether a loaded data path can take this plan without reloading the
+    /// program (the map sizes are fixed at load time).
+    pub fn fits(&self, loaded: &Limits) -> bool {
+        self.limits == *loaded
+    }
+}
+
+fn service_key(v: &VirtualServer) -> ServiceKey {
+    (v.vip, v.port, v.protocol.number())
+}
+
+/// What changes from one plan to the next.
+#[derive(Debug, Default, PartialEq)]
+pub struct Diff<'a> {
+    pub config: Option<lb_common::Config>,
+    /// Addresses to set (bits) or remove (0).
+    pub addrs: Vec<(Ipv4Addr, u32)>,
+    pub upsert: Vec<&'a ServiceSpec>,
+    pub remove: Vec<ServiceSpec>,
+}
+
+impl Plan {
+    /// The changes that turn `old` (or an empty data path) into `self`.
+    pub fn diff<'a>(&'a self, old: Option<&Plan>) -> Diff<'a> {
+        let mut d = Diff::default();
+        if old.map(|o| o.config) != Some(self.config) {
+            d.config = Some(self.config);
+        }
+        let old_addrs = old.map(|o| o.addrs.clone()).unwrap_or_default();
+        for (a, k) in &self.addrs {
+            if old_addrs.get(a) != Some(k) {
+                d.addrs.push((*a, *k));
+            }
+        }
+        for a in old_addrs.keys() {
+            if !self.addrs.contains_key(a) {
+                d.addrs.push((*a, 0));
+            }
+        }
+        let old_services: BTreeMap<u32, &ServiceSpec> = old
+            .map(|o| o.services.iter().map(|s| (s.spec.id, &s.spec)).collect())
+            .unwrap_or_default();
+        for s in &self.services {
+            if old_services.get(&s.spec.id) != Some(&&s.spec) {
+                d.upsert.push(&s.spec);
+            }
+        }
+        for (id, s) in &old_services {
+            // Gone, or its id now belongs to another (VIP, port, protocol).
+            if !self
+                .services
+                .iter()
+                .any(|n| n.spec.id == *id && n.spec.key() == s.key())
+            {
+                d.remove.push((*s).clone());
+            }
+        }
+        d
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.limits;
+        let c = &self.config;
+        writeln!(f, "interfaces: {}", self.interfaces.join(", "))?;
+        writeln!(
+            f,
+            "limits: {} services, {} backends, {} connections, Maglev M={}",
+            l.max_services, l.max_backends, l.conn_max, l.maglev_size
+        )?;
+        writeln!(
+            f,
+            "timeouts: tcp {}s, tcp after FIN {}s, udp {}s; next hop reused {}s; hash seed {:#x}",
+            c.tcp_timeout_ns as f64 / 1e9,
+            c.tcp_fin_timeout_ns as f64 / 1e9,
+            c.udp_timeout_ns as f64 / 1e9,
+            c.nexthop_ttl_ns as f64 / 1e9,
+            c.hash_seed
+        )?;
+        for (a, k) in &self.addrs {
+            let kind = match (k & ADDR_VIP != 0, k & ADDR_SNAT != 0) {
+                (true, true) => "VIP and SNAT",
+                (true, false) => "VIP",
+                _ => "SNAT",
+            };
+            writeln!(f, "address {a}: {kind}")?;
+        }
+        for s in &self.services {
+            let p = &s.spec;
+            let proto = if p.proto == lb_common::PROTO_TCP {
+                "tcp"
+            } else {
+                "udp"
+            };
+            let algo = if p.flags & SVC_SRC_HASH != 0 {
+                "sh"
+            } else {
+                "mh"
+            };
+            let state = if p.flags & SVC_ENABLED != 0 {
+                "serving"
+            } else {
+                "standby (not VRRP MASTER)"
+            };
+            let snat: Vec<String> = p.snat_addrs.iter().map(|a| a.to_string()).collect();
+            writeln!(
+                f,
+                "service {} {:?}: {}:{}/{proto} {algo}, {state}, SNAT {} ports {}-{}",
+                p.id,
+                s.name,
+                p.vip,
+                p.port,
+                snat.join(","),
+                p.snat_ports.0,
+                p.snat_ports.1
+            )?;
+            if s.sorry_active {
+                writeln!(
+                    f,
+                    "  below quorum ({} healthy): sorry server serving",
+                    s.healthy
+                )?;
+            }
+            for b in &p.backends {
+                writeln!(
+                    f,
+                    "  backend {} {}:{} weight {}",
+                    b.id, b.addr, b.port, b.weight
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    const CFG: &str = "\
+global: {interface: eth0}
+vrrp_instances:
+  - {name: VI_1, virtual_router_id: 1, priority: 100, state: MASTER}
+  - {name: VI_2, virtual_router_id: 2, priority: 100}
+virtual_servers:
+  - name: web
+    vip: 192.0.2.10
+    port: 80
+    vrrp_instance: VI_1
+    snat: {addresses: [192.0.2.2], ports: 2000-3000}
+    quorum: 2
+    sorry_server: {address: 198.51.100.9, port: 80}
+    real_servers:
+      - {address: 198.51.100.1, port: 80, weight: 2}
+      - {address: 198.51.100.2, port: 80}
+  - name: dns
+    vip: 192.0.2.10
+    port: 53
+    protocol: udp
+    lb_algo: sh
+    vrrp_instance: VI_2
+    snat: {addresses: [192.0.2.10], ports: 1024-65535}
+    real_servers:
+      - {address: 198.51.100.1, port: 53}
+";
+
+    fn cfg(text: &str) -> Config {
+        parse(text, "t.yaml").unwrap()
+    }
+
+    #[test]
+    fn builds_services_addresses_and_flags() {
+        let c = cfg(CFG);
+        let p = Plan::build(&c, &Runtime::from_config_hints(&c), None);
+        assert_eq!(p.services.len(), 2);
+        let web = &p.services[0].spec;
+        assert_eq!(
+            (web.id, web.flags, web.snat_ports),
+            (0, SVC_ENABLED, (2000, 3000))
+        );
+        assert_eq!(
+            web.backends
+                .iter()
+                .map(|b| (b.id, b.weight))
+                .collect::<Vec<_>>(),
+            [(0, 2), (1, 1)]
+        );
+        let dns = &p.services[1].spec;
+        assert_eq!(dns.flags, SVC_SRC_HASH, "VI_2 is not MASTER: standby");
+        assert_eq!(
+            p.addrs[&"192.0.2.10".parse().unwrap()],
+            ADDR_VIP | ADDR_SNAT
+        );
+        assert_eq!(p.addrs[&"192.0.2.2".parse().unwrap()], ADDR_SNAT);
+    }
+
+    #[test]
+    fn down_servers_and_quorum() {
+        let c = cfg(CFG);
+        let mut rt = Runtime::from_config_hints(&c);
+        rt.down
+            .insert(("web".into(), "198.51.100.2".parse().unwrap(), 80));
+        let p = Plan::build(&c, &rt, None);
+        let web = &p.services[0];
+        assert!(web.sorry_active, "1 healthy < quorum 2");
+        let w: Vec<_> = web
+            .spec
+            .backends
+            .iter()
+            .map(|b| (b.addr.to_string(), b.weight))
+            .collect();
+        assert_eq!(
+            w,
+            [
+                ("198.51.100.1".into(), 0),
+                ("198.51.100.2".into(), 0),
+                ("198.51.100.9".into(), 1)
+            ]
+        );
+        rt.down.clear();
+        let p2 = Plan::build(&c, &rt, Some(&p.ids));
+        assert!(!p2.services[0].sorry_active);
+        assert_eq!(p2.services[0].spec.backends.len(), 2);
+    }
+
+    #[test]
+    fn ids_survive_reloads_and_diff_is_minimal() {
+        let c = cfg(CFG);
+        let rt = Runtime::from_config_hints(&c);
+        let p1 = Plan::build(&c, &rt, None);
+        assert_eq!(p1.diff(None).upsert.len(), 2);
+        // Remove the first real server of web: web changes, dns does not.
+        let c2 = cfg(&CFG.replace("      - {address: 198.51.100.1, port: 80, weight: 2}\n", ""));
+        let p2 = Plan::build(&c2, &rt, Some(&p1.ids));
+        assert_eq!(
+            p2.services[0].spec.backends[0].id, 1,
+            "198.51.100.2 keeps its id"
+        );
+        let d = p2.diff(Some(&p1));
+        assert_eq!(d.upsert.iter().map(|s| s.id).collect::<Vec<_>>(), [0]);
+        assert!(d.remove.is_empty() && d.addrs.is_empty() && d.config.is_none());
+        // Drop the dns service: it is removed, and its VIP stays (web uses it).
+        let c3 = cfg(&CFG[..CFG.find("  - name: dns").unwrap()]);
+        let p3 = Plan::build(&c3, &rt, Some(&p1.ids));
+        let d = p3.diff(Some(&p1));
+        assert_eq!(d.remove.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(d.addrs, [("192.0.2.10".parse().unwrap(), ADDR_VIP)]);
+        // A new service takes the lowest free id.
+        let p4 = Plan::build(&c, &rt, Some(&p3.ids));
+        assert_eq!(p4.services[1].spec.id, 1);
+    }
+
+    #[test]
+    fn display_lists_everything() {
+        let c = cfg(CFG);
+        let text = Plan::build(&c, &Runtime::from_config_hints(&c), None).to_string();
+        assert!(
+            text.contains(
+                "service 0 \"web\": 192.0.2.10:80/tcp mh, serving, SNAT 192.0.2.2 ports 2000-3000"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("service 1 \"dns\": 192.0.2.10:53/udp sh, standby (not VRRP MASTER)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  backend 0 198.51.100.1:80 weight 2"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! The agent binary on a namespace lab with real TCP and UDP traffic:
+//!
+//! ```text
+//!  client ── lbc [ lb: xlb run, XDP on all four links ] lbb1 ── b1
+//!                                                      lbb2 ── b2
+//!                                                      lbb3 ── b3
+//! ```
+//!
+//! Backends are servers in this process, each on a thread inside its
+//! backend's namespace; they answer with their name and the source address
+//! they saw. The steps share one agent and run in order.
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    thread,
+    time::{Duration, Instant},
+};
+
+use aya::{programs::Xdp, Ebpf};
+use libtest_mimic::{Arguments, Failed, Trial};
+use support::netns::*;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 98, 100, 1);
+const SNAT: Ipv4Addr = Ipv4Addr::new(10, 98, 9, 1);
+const LB_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+const BACKENDS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(10, 98, 1, 10),
+    Ipv4Addr::new(10, 98, 2, 10),
+    Ipv4Addr::new(10, 98, 3, 10),
+];
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Lab {
+    client: Netns,
+    lb: Netns,
+    backends: Vec<Netns>,
+    dir: PathBuf,
+    agent: Mutex<Option<Child>>,
+    /// XDP_PASS on the client and backend ends, so frames the LB sends with
+    /// XDP_REDIRECT arrive.
+    _pass: Vec<Ebpf>,
+}
+
+static LAB: OnceLock<Lab> = OnceLock::new();
+
+fn lab() -> &'static Lab {
+    LAB.get().expect("lab")
+}
+
+fn config(backends: &[Ipv4Addr]) -> String {
+    let reals: String = backends
+        .iter()
+        .map(|b| format!("      - {{address: {b}, port: {TCP_PORT}}}\n"))
+        .collect();
+    let udp_reals: String = backends
+        .iter()
+        .map(|b| format!("      - {{address: {b}, port: {UDP_PORT}}}\n"))
+        .collect();
+    format!(
+        "\
+global:
+  interface: lbc
+  extra_interfaces: [lbb1, lbb2, lbb3]
+  xdp_mode: native
+  max_services: 4
+  max_backends: 64
+  conntrack: {{max_entries: 65536}}
+virtual_servers:
+  - name: web
+    vip: {VIP}
+    port: 80
+    snat: {{addresses: [{SNAT}]}}
+    real_servers:
+{reals}  - name: dns
+    vip: {VIP}
+    port: 53
+    protocol: udp
+    snat: {{addresses: [{SNAT}]}}
+    real_servers:
+{udp_reals}"
+    )
+}
+
+fn attach_pass(ns: &Netns, dev: &str) -> Ebpf {
+    ns.enter();
+    let mut obj = Ebpf::load(lb_user::dataplane::BENCH_OBJECT).unwrap();
+    let prog: &mut Xdp = obj.program_mut("pass").unwrap().try_into().unwrap();
+    prog.load().unwrap();
+    prog.attach(dev, aya::programs::XdpMode::Driver).unwrap();
+    obj
+}
+
+fn setup() -> Lab {
+    reap_stale();
+    let client = Netns::new("cl");
+    let lb = Netns::new("lb");
+    veth(&client, "eth0", &lb, "lbc");
+    client.ip(&["addr", "add", "10.98.0.2/24", "dev", "eth0"]);
+    client.ip(&["route", "add", "10.98.100.0/24", "via", "10.98.0.1"]);
+    lb.ip(&["addr", "add", "10.98.0.1/24", "dev", "lbc"]);
+    let mut backends = Vec::new();
+    for (i, addr) in BACKENDS.iter().enumerate() {
+        let n = i + 1;
+        let ns = Netns::new(&format!("b{n}"));
+        let dev = format!("lbb{n}");
+        veth(&ns, "eth0", &lb, &dev);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        ns.ip(&["route", "add", "default", "via", &format!("10.98.{n}.1")]);
+        lb.ip(&["addr", "add", &format!("10.98.{n}.1/24"), "dev", &dev]);
+        backends.push(ns);
+    }
+    lb.exec(&[
+        "sysctl",
+        "-qw",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ]);
+    // Offloaded checksums would leave the LB partial sums it cannot fix.
+    for ns in std::iter::once(&client).chain(&backends) {
+        ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+    }
+    let mut pass = vec![attach_pass(&client, "eth0")];
+    for ns in &backends {
+        pass.push(attach_pass(ns, "eth0"));
+    }
+    let dir = std::env::temp_dir().join(format!("xlbt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Lab {
+        client,
+        lb,
+        backends,
+        dir,
+        agent: Mutex::new(None),
+        _pass: pass,
+    }
+}
+
+/// TCP and UDP servers in every backend namespace, on detached threads.
+fn start_servers(lab: &Lab) {
+    for (i, ns) in lab.backends.iter().enumerate() {
+        ns.enter();
+        let name = format!("b{}", i + 1);
+        let tcp = TcpListener::bind(("0.0.0.0", TCP_PORT)).unwrap();
+        let udp = UdpSocket::bind(("0.0.0.0", UDP_PORT)).unwrap();
+        let n = name.clone();
+        thread::spawn(move || {
+            for conn in tcp.incoming().flatten() {
+                let n = n.clone();
+                thread::spawn(move || serve_tcp(conn, &n));
+            }
+        });
+        thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((_, peer)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(format!("{name} {peer}").as_bytes(), peer);
+            }
+        });
+    }
+}
+
+/// Answers every line with the backend's name and the peer it sees.
+fn serve_tcp(conn: TcpStream, name: &str) {
+    let peer = conn.peer_addr().unwrap();
+    let mut w = conn.try_clone().unwrap();
+    for line in BufReader::new(conn).lines() {
+        if line.is_err() || writeln!(w, "{name} {peer}").is_err() {
+            return;
+        }
+    }
+}
+
+fn start_agent(lab: &Lab, cfg: &str) -> Result<(), Failed> {
+    let path = lab.dir.join("xlb.yaml");
+    std::fs::write(&path, cfg)?;
+    let log = std::fs::File::create(lab.dir.join("agent.log"))?;
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.lb.name,
+            env!("CARGO_BIN_EXE_xlb"),
+            "run",
+            "-c",
+        ])
+        .arg(&path)
+        .arg("--pid-file")
+        .arg(lab.dir.join("xlb.pid"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    *lab.agent.lock().unwrap() = Some(child);
+    wait_log(lab, "serving", 1)
+}
+
+fn agent_log(lab: &Lab) -> String {
+    std::fs::read_to_string(lab.dir.join("agent.log")).unwrap_or_default()
+}
+
+/// Waits until the agent's log has `n` lines containing `what`.
+fn wait_log(lab: &Lab, what: &str, n: usize) -> Result<(), Failed> {
+    let start = Instant::now();
+    while start.elapsed() < STEP_TIMEOUT {
+        if agent_log(lab).matches(what).count() >= n {
+            return Ok(());
+        }
+        if let Some(c) = lab.agent.lock().unwrap().as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(format!("agent exited {status}:\n{}", agent_log(lab)).into());
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "no {what:?} in the agent log after {STEP_TIMEOUT:?}:\n{}",
+        agent_log(lab)
+    )
+    .into())
+}
+
+fn signal_agent(lab: &Lab, sig: i32) {
+    if let Some(c) = lab.agent.lock().unwrap().as_ref() {
+        // `ip netns exec` execs the agent, so the child's pid is the agent's.
+        unsafe { libc::kill(c.id() as i32, sig) };
+    }
+}
+
+/// One request on a new connection: (backend name, source address it saw).
+fn tcp_request(stream: &mut BufReader<TcpStream>) -> Result<(String, SocketAddr), Failed> {
+    writeln!(stream.get_mut(), "hello")?;
+    let mut line = String::new();
+    stream.read_line(&mut line)?;
+    let (name, peer) = line
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| format!("bad reply {line:?}"))?;
+    Ok((name.to_string(), peer.parse()?))
+}
+
+fn tcp_connect() -> Result<BufReader<TcpStream>, Failed> {
+    lab().client.enter();
+    let s = TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    Ok(BufReader::new(s))
+}
+
+fn new_tcp_flows(n: usize) -> Result<BTreeMap<String, Vec<SocketAddr>>, Failed> {
+    let mut seen: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    for _ in 0..n {
+        let mut s = tcp_connect()?;
+        let (name, peer) = tcp_request(&mut s)?;
+        seen.entry(name).or_default().push(peer);
+    }
+    Ok(seen)
+}
+
+// ---- steps, in order ----
+
+fn tcp_reaches_every_backend_from_the_snat_address() -> Result<(), Failed> {
+    let seen = new_tcp_flows(60)?;
+    let names: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
+    if names != BTreeSet::from(["b1", "b2", "b3"]) {
+        return Err(format!("backends reached: {names:?}").into());
+    }
+    for (name, peers) in &seen {
+        if let Some(p) = peers.iter().find(|p| p.ip() != SNAT) {
+            return Err(format!("{name} saw source {p}, not the SNAT address {SNAT}").into());
+        }
+    }
+    Ok(())
+}
+
+fn udp_reaches_every_backend_and_replies_come_from_the_vip() -> Result<(), Failed> {
+    lab().client.enter();
+    let mut names = BTreeSet::new();
+    for i in 0..60 {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(format!("query {i}").as_bytes(), (VIP, 53))?;
+        let mut buf = [0u8; 512];
+        let (n, from) = s.recv_from(&mut buf)?;
+        if from != SocketAddr::from((VIP, 53)) {
+            return Err(format!("reply from {from}, not the VIP").into());
+        }
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let (name, peer) = text.split_once(' ').ok_or("bad reply")?;
+        let peer: SocketAddr = peer.parse()?;
+        if peer.ip() != SNAT {
+            return Err(format!("{name} saw {peer}, not the SNAT address").into());
+        }
+        names.insert(name.to_string());
+    }
+    if names.len() != 3 {
+        return Err(format!("UDP reached only {names:?}").into());
+    }
+    Ok(())
+}
+
+fn non_vip_traffic_to_the_node_is_untouched() -> Result<(), Failed> {
+    let lab = lab();
+    lab.lb.enter();
+    let listener = TcpListener::bind((LB_CLIENT_SIDE, 2222))?;
+    let server = thread::spawn(move || -> std::io::Result<()> {
+        let (mut c, _) = listener.accept()?;
+        c.write_all(b"SSH-2.0-test\r\n")
+    });
+    lab.client.enter();
+    let mut s = BufReader::new(TcpStream::connect_timeout(
+        &SocketAddr::from((LB_CLIENT_SIDE, 2222)),
+        Duration::from_secs(3),
+    )?);
+    let mut banner = String::new();
+    s.read_line(&mut banner)?;
+    server.join().unwrap()?;
+    if banner != "SSH-2.0-test\r\n" {
+        return Err(format!("banner {banner:?}").into());
+    }
+    lab.client
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.98.0.1"]);
+    Ok(())
+}
+
+fn reload_removes_a_backend_and_keeps_its_established_flow() -> Result<(), Failed> {
+    let lab = lab();
+    let mut long = tcp_connect()?;
+    let (victim, _) = tcp_request(&mut long)?;
+    let index = victim[1..].parse::<usize>()? - 1;
+    let rest: Vec<Ipv4Addr> = BACKENDS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .map(|(_, a)| *a)
+        .collect();
+    std::fs::write(lab.dir.join("xlb.yaml"), config(&rest))?;
+    signal_agent(lab, libc::SIGHUP);
+    wait_log(lab, "reloaded", 1)?;
+    let seen = new_tcp_flows(30)?;
+    if seen.contains_key(&victim) {
+        return Err(format!("new flows still reach the removed {victim}: {seen:?}").into());
+    }
+    let (again, _) = tcp_request(&mut long)?;
+    if again != victim {
+        return Err(format!("the established flow moved from {victim} to {again}").into());
+    }
+    Ok(())
+}
+
+fn bad_reload_is_refused_and_the_old_config_keeps_serving() -> Result<(), Failed> {
+    let lab = lab();
+    std::fs::write(
+        lab.dir.join("xlb.yaml"),
+        "global:\n  interface: lbc\n  bogus: 1\n",
+    )?;
+    signal_agent(lab, libc::SIGHUP);
+    wait_log(lab, "reload refused", 1)?;
+    let log = agent_log(lab);
+    if !log.contains("global.bogus: unknown key `bogus`") {
+        return Err(format!("the refusal does not name the key:\n{log}").into());
+    }
+    let seen = new_tcp_flows(20)?;
+    if seen.len() != 2 {
+        return Err(format!("after the refused reload: {seen:?}").into());
+    }
+    Ok(())
+}
+
+fn sigterm_detaches_xdp() -> Result<(), Failed> {
+    let lab = lab();
+    signal_agent(lab, libc::SIGTERM);
+    let mut child = lab.agent.lock().unwrap().take().ok_or("no agent")?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if start.elapsed() > STEP_TIMEOUT {
+            let _ = child.kill();
+            return Err("agent did not stop on SIGTERM".into());
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        return Err(format!("agent exited {status}:\n{}", agent_log(lab)).into());
+    }
+    let links = String::from_utf8_lossy(&lab.lb.ip(&["link", "show"]).stdout).to_string();
+    if links.contains("xdp") {
+        return Err(format!("XDP still attached after shutdown:\n{links}").into());
+    }
+    Ok(())
+}
+
+macro_rules! trials {
+    ($($f:ident),* $(,)?) => { vec![$(Trial::test(stringify!($f), $f)),*] };
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // The steps share one agent and change its config: run them in order.
+    args.test_threads = Some(1);
+    let lab = LAB.get_or_init(setup);
+    start_servers(lab);
+    let started = start_agent(lab, &config(&BACKENDS));
+    let trials = match started {
+        Ok(()) => trials![
+            tcp_reaches_every_backend_from_the_snat_address,
+            udp_reaches_every_backend_and_replies_come_from_the_vip,
+            non_vip_traffic_to_the_node_is_untouched,
+            reload_removes_a_backend_and_keeps_its_established_flow,
+            bad_reload_is_refused_and_the_old_config_keeps_serving,
+            sigterm_detaches_xdp,
+        ],
+        Err(e) => {
+            let msg = e;
+            vec![Trial::test("agent_starts", move || Err(msg))]
+        }
+    };
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(mut c) = lab.agent.lock().unwrap().take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    for ns in [&lab.client, &lab.lb].into_iter().chain(&lab.backends) {
+        let _ = Command::new("ip").args(["netns", "del", &ns.name]).output();
+    }
+    let _ = std::fs::remove_dir_all(&lab.dir);
+    conclusion.exit();
+}
