@@ -2,6 +2,7 @@
 //! real ones at load time from its config.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
@@ -22,9 +23,11 @@ pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(64
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(4096, 0);
 
-/// Two Maglev tables of M backend ids per service, flat; see `lb_common::maglev_slot`.
+/// Two Maglev tables of M backend ids per service, flat; see
+/// `lb_common::maglev_slot`. Memory-mapped by the agent, which writes a whole
+/// table with one copy.
 #[map]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(64 * 2 * 65537, 0);
+pub static MAGLEV: Array<u32> = Array::with_max_entries(64 * 2 * 65537, BPF_F_MMAPABLE);
 
 /// Connection table, client → VIP. Shared, not per-CPU: a flow's packets may
 /// arrive on any CPU. The common LRU list measured faster under eviction than

@@ -12,8 +12,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{self, Config},
-    dataplane::Dataplane,
-    plan::{Diff, Plan, Runtime},
+    dataplane::{addr_of, Attached, Dataplane},
+    plan::{Diff, Ids, Plan, Runtime},
 };
 
 /// Where `run` writes its pid by default, for `xlb reload`.
@@ -73,21 +73,59 @@ fn apply(dp: &mut Dataplane, d: &Diff<'_>) -> Result<()> {
 
 impl Agent {
     /// Loads the config and the program, attaches and programs the maps.
+    /// Maps and attachments pinned by an earlier agent are taken over, so
+    /// its connections keep flowing.
     pub fn start(path: &Path) -> Result<Agent> {
         let config = config::load(path)?;
         let runtime = Runtime::from_config_hints(&config);
         if !config.vrrp_instances.is_empty() {
             warn!("VRRP is not running yet: services of instances with state MASTER are served, the others stand by");
         }
-        let plan = Plan::build(&config, &runtime, None);
+        let fresh = Plan::build(&config, &runtime, None);
         enable_forwarding()?;
-        let mut dp = Dataplane::load(plan.limits.clone(), plan.config)?;
+        let pin = Path::new(&config.global.pin_path);
+        let mut dp = Dataplane::load_pinned(fresh.limits.clone(), fresh.config, pin)?;
+        let plan = if dp.adopted() {
+            let ids = recover_ids(&mut dp, &config)?;
+            info!(pin_path = %pin.display(), services = ids.services.len(), "took over the pinned data path and its connections");
+            Plan::build(&config, &runtime, Some(&ids))
+        } else {
+            fresh
+        };
         for iface in &plan.interfaces {
-            let mode = dp.attach(iface, config.global.xdp_mode)?;
+            let how = dp.attach(iface, config.global.xdp_mode)?;
             dp.add_egress(ifindex(iface)?)?;
-            info!(interface = %iface, mode = ?mode, "XDP attached");
+            match how {
+                Attached::New(mode) => info!(interface = %iface, mode = ?mode, "XDP attached"),
+                Attached::Replaced => info!(interface = %iface, "XDP program replaced in place"),
+            }
         }
-        apply(&mut dp, &plan.diff(None))?;
+        // Everything is written: on a takeover, unchanged services get the
+        // same table again, and what the old agent had beyond the plan goes.
+        let mut diff = plan.diff(None);
+        if dp.adopted() {
+            let keys: Vec<_> = plan.services.iter().map(|s| s.spec.key()).collect();
+            for (key, svc) in dp.installed_services()? {
+                if !keys.contains(&key) {
+                    diff.remove.push(crate::dataplane::ServiceSpec {
+                        id: svc.id,
+                        vip: addr_of(key.addr),
+                        port: u16::from_be(key.port),
+                        proto: key.proto,
+                        flags: 0,
+                        snat_addrs: vec![],
+                        snat_ports: (0, 0),
+                        backends: vec![],
+                    });
+                }
+            }
+            for (a, _) in dp.installed_addrs()? {
+                if !plan.addrs.contains_key(&a) {
+                    diff.addrs.push((a, 0));
+                }
+            }
+        }
+        apply(&mut dp, &diff)?;
         info!(services = plan.services.len(), "serving");
         Ok(Agent {
             path: path.to_path_buf(),
@@ -96,6 +134,17 @@ impl Agent {
             plan,
             dp,
         })
+    }
+
+    /// Stops: detaches and unpins everything, or with `keep` leaves the data
+    /// path running for the next agent to take over.
+    pub fn stop(self, keep: bool) -> Result<()> {
+        if keep {
+            info!(pin_path = %self.config.global.pin_path, "leaving the data path running");
+            return Ok(());
+        }
+        info!("detaching XDP and removing the pins");
+        self.dp.destroy()
     }
 
     /// Re-reads the config; a bad one is refused and the old one keeps serving.
@@ -125,8 +174,40 @@ impl Agent {
     }
 }
 
+/// Ids of what an earlier agent installed: services from the service map,
+/// backends from the live Maglev tables, so a takeover moves nothing.
+fn recover_ids(dp: &mut Dataplane, config: &Config) -> Result<Ids> {
+    let mut ids = Ids::default();
+    for (key, svc) in dp.installed_services()? {
+        let skey = (addr_of(key.addr), u16::from_be(key.port), key.proto);
+        ids.services.insert(skey, svc.id);
+        let vs = config
+            .virtual_servers
+            .iter()
+            .find(|v| (v.vip, v.port, v.protocol.number()) == skey);
+        let mut seen = std::collections::BTreeSet::new();
+        for id in dp.live_table(svc.id)? {
+            if id == lb_common::NO_BACKEND || !seen.insert(id) {
+                continue;
+            }
+            let b = dp.backend(id)?;
+            let (addr, port) = (addr_of(b.addr), u16::from_be(b.port));
+            let sorry = vs.is_some_and(|v| {
+                v.sorry_server
+                    .is_some_and(|s| (s.address, s.port) == (addr, port))
+                    && !v
+                        .real_servers
+                        .iter()
+                        .any(|r| (r.address, r.port) == (addr, port))
+            });
+            ids.backends.insert((skey, addr, port, sorry), id);
+        }
+    }
+    Ok(ids)
+}
+
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(path: &Path, pid_file: &Path) -> Result<()> {
+pub async fn run(path: &Path, pid_file: &Path, keep_dataplane: bool) -> Result<()> {
     let mut agent = Agent::start(path)?;
     std::fs::write(pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
@@ -145,10 +226,8 @@ pub async fn run(path: &Path, pid_file: &Path) -> Result<()> {
             _ = int.recv() => break,
         }
     }
-    info!("shutting down: detaching XDP");
     let _ = std::fs::remove_file(pid_file);
-    drop(agent);
-    Ok(())
+    agent.stop(keep_dataplane)
 }
 
 /// `xlb reload`: SIGHUP to the running agent.

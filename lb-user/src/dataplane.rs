@@ -1,11 +1,20 @@
 //! Loads the embedded XDP object and programs its maps.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use lb_common::{
@@ -18,6 +27,66 @@ use crate::maglev::{self, Member};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
 /// Benchmark helper programs, built from `lb-ebpf/src/bench.rs`.
 pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench"));
+
+/// How an interface got the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// A new attachment in this mode.
+    New(XdpMode),
+    /// An earlier agent's pinned attachment now runs this program.
+    Replaced,
+}
+
+/// Mounts bpffs at /sys/fs/bpf if `dir` is under it and it is not mounted.
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    const ROOT: &str = "/sys/fs/bpf";
+    if !dir.starts_with(ROOT) {
+        return Ok(());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(ROOT))
+    {
+        return Ok(());
+    }
+    let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+    // SAFETY: static NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "mounting bpffs at {ROOT}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Pins only work on a bpf filesystem.
+fn require_bpffs(dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated and st is a valid out-parameter.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        bail!("{}: {}", dir.display(), std::io::Error::last_os_error());
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        bail!(
+            "pin_path {} is not on a bpf filesystem (mount -t bpf bpf DIR)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
 
 /// Sizes and global settings fixed at load time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +205,80 @@ pub fn addr_of(a: u32) -> Ipv4Addr {
     Ipv4Addr::from(a.to_ne_bytes())
 }
 
+/// Every map of the object. With a pin directory each is pinned there under
+/// its name, and a restarted agent reuses them: connections survive.
+pub const MAP_NAMES: [&str; 12] = [
+    "ADDRS",
+    "SERVICES",
+    "BACKENDS",
+    "MAGLEV",
+    "CONNS",
+    "NATS",
+    "CONFIG",
+    "NEXTHOPS",
+    "DEVMAP",
+    "REASONS",
+    "SERVICE_STATS",
+    "BACKEND_STATS",
+];
+
+/// The Maglev array mapped into this process (`BPF_F_MMAPABLE`): a table is
+/// written with plain stores instead of M syscalls. The kernel lays array
+/// values out at an 8-byte stride, so each u32 slot is the low half of a u64.
+struct Mapped {
+    ptr: *mut u64,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value and only used through &mut self.
+unsafe impl Send for Mapped {}
+
+impl Mapped {
+    fn new(fd: std::os::fd::BorrowedFd<'_>, entries: u32) -> Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        let len = entries as usize;
+        let bytes = (len * 8).next_multiple_of(4096);
+        // SAFETY: a shared mapping of a BPF array created with BPF_F_MMAPABLE.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!(
+                "mapping the Maglev array: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Mapped {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn slice(&self) -> &[u64] {
+        // SAFETY: ptr is valid for len u64s while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn slice_mut(&mut self) -> &mut [u64] {
+        // SAFETY: as above, and &mut self gives exclusive access here.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what new() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), (self.len * 8).next_multiple_of(4096)) };
+    }
+}
+
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -143,11 +286,28 @@ pub struct Dataplane {
     config: Config,
     /// The table each service id currently serves from.
     live_table: BTreeMap<u32, u32>,
+    maglev: Mapped,
+    /// bpffs directory of the pinned maps and links, if pinned.
+    pin_dir: Option<PathBuf>,
+    /// Whether the maps were taken over from a previous agent.
+    adopted: bool,
+    /// Attachments this process holds (their pins keep them after exit).
+    links: Vec<XdpLink>,
 }
 
 impl Dataplane {
-    /// Loads the program with `limits` and writes `config`.
+    /// Loads the program with fresh maps and writes `config`.
     pub fn load(limits: Limits, config: Config) -> Result<Self> {
+        Self::open(limits, config, None)
+    }
+
+    /// Loads the program with its maps pinned in `dir`, reusing the maps
+    /// already pinned there by an earlier agent (see [`Dataplane::adopted`]).
+    pub fn load_pinned(limits: Limits, config: Config, dir: &Path) -> Result<Self> {
+        Self::open(limits, config, Some(dir))
+    }
+
+    fn open(limits: Limits, config: Config, dir: Option<&Path>) -> Result<Self> {
         if !maglev::is_prime(limits.maglev_size) {
             bail!("Maglev table size {} is not prime", limits.maglev_size);
         }
@@ -158,29 +318,123 @@ impl Dataplane {
             .max_services
             .checked_mul(2 * limits.maglev_size)
             .context("max_services × 2 × Maglev size overflows")?;
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("SERVICES", limits.max_services)
-            .map_max_entries("SERVICE_STATS", limits.max_services)
-            .map_max_entries("BACKENDS", limits.max_backends)
-            .map_max_entries("BACKEND_STATS", limits.max_backends)
-            .map_max_entries("MAGLEV", maglev_entries)
-            .map_max_entries("CONNS", limits.conn_max)
-            .map_max_entries("NATS", limits.conn_max)
-            .load(OBJECT)
-            .context("loading the XDP object")?;
+        let sizes = [
+            ("SERVICES", limits.max_services),
+            ("SERVICE_STATS", limits.max_services),
+            ("BACKENDS", limits.max_backends),
+            ("BACKEND_STATS", limits.max_backends),
+            ("MAGLEV", maglev_entries),
+            ("CONNS", limits.conn_max),
+            ("NATS", limits.conn_max),
+        ];
+        let mut loader = EbpfLoader::new();
+        for (name, n) in sizes {
+            loader.map_max_entries(name, n);
+        }
+        let mut adopted = false;
+        if let Some(dir) = dir {
+            ensure_bpffs(dir)?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            require_bpffs(dir)?;
+            adopted = dir.join("CONNS").exists();
+            if adopted {
+                // A pinned map is reused as it is: its size must match.
+                for (name, n) in sizes {
+                    let info = aya::maps::MapInfo::from_pin(dir.join(name)).with_context(|| {
+                        format!("reading pinned map {name} in {}", dir.display())
+                    })?;
+                    if info.max_entries() != n {
+                        bail!(
+                            "pinned map {name} in {} has {} entries, the config needs {n}: \
+                             stop the agent without --keep-dataplane (or remove the directory) to resize",
+                            dir.display(),
+                            info.max_entries()
+                        );
+                    }
+                }
+            }
+            for name in MAP_NAMES {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).context("loading the XDP object")?;
         let prog: &mut Xdp = ebpf
             .program_mut("lb")
             .context("no program lb")?
             .try_into()?;
         prog.load().context("verifying the XDP program")?;
+        let maglev = match ebpf.map("MAGLEV") {
+            Some(aya::maps::Map::Array(m)) => Mapped::new(m.fd().as_fd(), maglev_entries)?,
+            _ => bail!("no MAGLEV array in the object"),
+        };
         let mut dp = Dataplane {
             ebpf,
             limits,
             config,
             live_table: BTreeMap::new(),
+            maglev,
+            pin_dir: dir.map(Path::to_path_buf),
+            adopted,
+            links: Vec::new(),
         };
+        if adopted {
+            let m: HashMap<&mut MapData, ServiceKey, Service> = dp.map("SERVICES")?;
+            let live: Vec<(u32, u32)> = m
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(_, v)| (v.id, v.table))
+                .collect();
+            dp.live_table.extend(live);
+        }
         dp.set_config(config)?;
         Ok(dp)
+    }
+
+    /// Whether the maps (and their connections) came from an earlier agent.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Services currently in the map, by (VIP, port, protocol): id and live table.
+    pub fn installed_services(&mut self) -> Result<Vec<(ServiceKey, Service)>> {
+        let m: HashMap<&mut MapData, ServiceKey, Service> = self.map("SERVICES")?;
+        Ok(m.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Addresses currently in the map.
+    pub fn installed_addrs(&mut self) -> Result<Vec<(Ipv4Addr, u32)>> {
+        let m: HashMap<&mut MapData, u32, u32> = self.map("ADDRS")?;
+        Ok(m.iter()
+            .filter_map(|r| r.ok())
+            .map(|(a, k)| (addr_of(a), k))
+            .collect())
+    }
+
+    /// A backend as written in the map.
+    pub fn backend(&mut self, id: u32) -> Result<Backend> {
+        let m: Array<&mut MapData, Backend> = self.map("BACKENDS")?;
+        Ok(m.get(&id, 0)?)
+    }
+
+    /// Detaches from every interface and removes the pins: nothing is left.
+    pub fn destroy(mut self) -> Result<()> {
+        self.links.clear();
+        if let Some(dir) = self.pin_dir.take() {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("link_") {
+                        if let Ok(l) = PinnedLink::from_pin(&p) {
+                            drop(l.unpin());
+                        }
+                    }
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+            std::fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
     }
 
     /// The XDP program.
@@ -204,8 +458,27 @@ impl Dataplane {
     }
 
     /// Attaches to `iface`; `Auto` tries native first, then generic (skb).
-    pub fn attach(&mut self, iface: &str, mode: crate::config::XdpMode) -> Result<XdpMode> {
+    /// With a pin directory the attachment is pinned there, so it outlives
+    /// this process; an attachment pinned by an earlier agent is taken over
+    /// by swapping in this program atomically, without a gap.
+    pub fn attach(&mut self, iface: &str, mode: crate::config::XdpMode) -> Result<Attached> {
         use crate::config::XdpMode as M;
+        let pin = self
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("link_{iface}")));
+        if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+            let link =
+                PinnedLink::from_pin(pin).with_context(|| format!("opening {}", pin.display()))?;
+            let link = XdpLink::try_from(FdLink::from(link))?;
+            let prog = self.program();
+            let id = prog
+                .attach_to_link(link)
+                .with_context(|| format!("replacing the program on {iface}"))?;
+            let link = prog.take_link(id)?;
+            self.links.push(link);
+            return Ok(Attached::Replaced);
+        }
         let prog = self.program();
         let tries: &[XdpMode] = match mode {
             M::Auto => &[XdpMode::Driver, XdpMode::Skb],
@@ -215,7 +488,22 @@ impl Dataplane {
         let mut last = None;
         for &m in tries {
             match prog.attach(iface, m) {
-                Ok(_) => return Ok(m),
+                Ok(id) => {
+                    let link = prog.take_link(id)?;
+                    match pin {
+                        Some(pin) => match FdLink::try_from(link) {
+                            Ok(fd) => {
+                                let pinned = fd
+                                    .pin(&pin)
+                                    .with_context(|| format!("pinning {}", pin.display()))?;
+                                self.links.push(XdpLink::try_from(FdLink::from(pinned))?);
+                            }
+                            Err(e) => bail!("{iface}: the kernel gave no bpf_link to pin: {e}"),
+                        },
+                        None => self.links.push(link),
+                    }
+                    return Ok(Attached::New(m));
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -322,11 +610,18 @@ impl Dataplane {
     }
 
     fn write_table(&mut self, service_id: u32, table: u32, slots: &[u32]) -> Result<()> {
-        let base = (service_id * 2 + table) * self.limits.maglev_size;
-        let mut m: Array<&mut MapData, u32> = self.map("MAGLEV")?;
-        for (i, &id) in slots.iter().enumerate() {
-            m.set(base + i as u32, id, 0)?;
+        let base = ((service_id * 2 + table) * self.limits.maglev_size) as usize;
+        let dst = self
+            .maglev
+            .slice_mut()
+            .get_mut(base..base + slots.len())
+            .context("Maglev table out of range")?;
+        for (d, &id) in dst.iter_mut().zip(slots) {
+            *d = u64::from(id);
         }
+        // The flip of the service entry that follows is a syscall, which
+        // orders these stores before any reader can see the new table.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -336,10 +631,16 @@ impl Dataplane {
             .live_table
             .get(&service_id)
             .context("no such service")?;
-        let size = self.limits.maglev_size;
-        let base = (service_id * 2 + table) * size;
-        let m: Array<&mut MapData, u32> = self.map("MAGLEV")?;
-        (0..size).map(|i| Ok(m.get(&(base + i), 0)?)).collect()
+        let size = self.limits.maglev_size as usize;
+        let base = (service_id * 2 + table) as usize * size;
+        Ok(self
+            .maglev
+            .slice()
+            .get(base..base + size)
+            .context("Maglev table out of range")?
+            .iter()
+            .map(|&v| v as u32)
+            .collect())
     }
 
     /// Counters of every reason, summed over CPUs.

@@ -25,6 +25,10 @@ enum Cmd {
         config: PathBuf,
         #[arg(long, default_value = agent::PID_FILE)]
         pid_file: PathBuf,
+        /// On exit, leave XDP attached and the maps pinned, for the next
+        /// agent to take over (an upgrade without dropping connections).
+        #[arg(long)]
+        keep_dataplane: bool,
     },
     /// Validate a config and print the plan it resolves to.
     Check {
@@ -67,10 +71,14 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Run { config, pid_file } => tokio::runtime::Builder::new_current_thread()
+        Cmd::Run {
+            config,
+            pid_file,
+            keep_dataplane,
+        } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(agent::run(&config, &pid_file)),
+            .block_on(agent::run(&config, &pid_file, keep_dataplane)),
         Cmd::Check { config } => {
             let c = config::load(&config)?;
             print!("{}", Plan::build(&c, &Runtime::from_config_hints(&c), None));

@@ -16,6 +16,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::{fd::AsRawFd, unix::process::CommandExt},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Mutex, OnceLock},
@@ -56,7 +57,13 @@ fn lab() -> &'static Lab {
     LAB.get().expect("lab")
 }
 
+/// Pins of this run's agents.
+fn pin_dir() -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/xlbt-{}", std::process::id()))
+}
+
 fn config(backends: &[Ipv4Addr]) -> String {
+    let pin = pin_dir().display().to_string();
     let reals: String = backends
         .iter()
         .map(|b| format!("      - {{address: {b}, port: {TCP_PORT}}}\n"))
@@ -73,6 +80,7 @@ global:
   xdp_mode: native
   max_services: 4
   max_backends: 64
+  pin_path: {pin}
   conntrack: {{max_entries: 65536}}
 virtual_servers:
   - name: web
@@ -167,39 +175,53 @@ fn start_servers(lab: &Lab) {
     }
 }
 
-/// Answers every line with the backend's name and the peer it sees.
+/// Answers every line with the backend's name, the peer it sees and the line.
 fn serve_tcp(conn: TcpStream, name: &str) {
     let peer = conn.peer_addr().unwrap();
     let mut w = conn.try_clone().unwrap();
     for line in BufReader::new(conn).lines() {
-        if line.is_err() || writeln!(w, "{name} {peer}").is_err() {
+        let Ok(line) = line else { return };
+        // One write per reply: several small ones would meet Nagle and
+        // delayed ACKs, and every round trip would take 40 ms.
+        if w.write_all(format!("{name} {peer} {line}\n").as_bytes())
+            .is_err()
+        {
             return;
         }
     }
 }
 
-fn start_agent(lab: &Lab, cfg: &str) -> Result<(), Failed> {
-    let path = lab.dir.join("xlb.yaml");
-    std::fs::write(&path, cfg)?;
-    let log = std::fs::File::create(lab.dir.join("agent.log"))?;
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.lb.name,
-            env!("CARGO_BIN_EXE_xlb"),
-            "run",
-            "-c",
-        ])
-        .arg(&path)
+/// Starts `xlb run` in the LB namespace and waits until it serves.
+fn start_agent(lab: &Lab) -> Result<(), Failed> {
+    let serving_before = agent_log(lab).matches("serving").count();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lab.dir.join("agent.log"))?;
+    let netns = std::fs::File::open(format!("/run/netns/{}", lab.lb.name))?;
+    let fd = netns.as_raw_fd();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xlb"));
+    cmd.args(["run", "-c"])
+        .arg(lab.dir.join("xlb.yaml"))
         .arg("--pid-file")
         .arg(lab.dir.join("xlb.pid"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
+        .stderr(log);
+    // Into the LB's network namespace only: `ip netns exec` would also make a
+    // private mount namespace, where pins would not outlive the agent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(netns);
     *lab.agent.lock().unwrap() = Some(child);
-    wait_log(lab, "serving", 1)
+    wait_log(lab, "serving", serving_before + 1)
 }
 
 fn agent_log(lab: &Lab) -> String {
@@ -229,21 +251,21 @@ fn wait_log(lab: &Lab, what: &str, n: usize) -> Result<(), Failed> {
 
 fn signal_agent(lab: &Lab, sig: i32) {
     if let Some(c) = lab.agent.lock().unwrap().as_ref() {
-        // `ip netns exec` execs the agent, so the child's pid is the agent's.
         unsafe { libc::kill(c.id() as i32, sig) };
     }
 }
 
 /// One request on a new connection: (backend name, source address it saw).
 fn tcp_request(stream: &mut BufReader<TcpStream>) -> Result<(String, SocketAddr), Failed> {
-    writeln!(stream.get_mut(), "hello")?;
+    stream.get_mut().write_all(b"hello\n")?;
     let mut line = String::new();
     stream.read_line(&mut line)?;
-    let (name, peer) = line
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| format!("bad reply {line:?}"))?;
-    Ok((name.to_string(), peer.parse()?))
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let [name, peer, "hello"] = parts[..] else {
+        return Err(format!("bad reply {line:?}").into());
+    };
+    let peer = peer.parse().map_err(|e| format!("reply {line:?}: {e}"))?;
+    Ok((name.to_string(), peer))
 }
 
 fn tcp_connect() -> Result<BufReader<TcpStream>, Failed> {
@@ -356,12 +378,15 @@ fn reload_removes_a_backend_and_keeps_its_established_flow() -> Result<(), Faile
 
 fn bad_reload_is_refused_and_the_old_config_keeps_serving() -> Result<(), Failed> {
     let lab = lab();
+    let good = std::fs::read_to_string(lab.dir.join("xlb.yaml"))?;
     std::fs::write(
         lab.dir.join("xlb.yaml"),
         "global:\n  interface: lbc\n  bogus: 1\n",
     )?;
     signal_agent(lab, libc::SIGHUP);
-    wait_log(lab, "reload refused", 1)?;
+    let refused = wait_log(lab, "reload refused", 1);
+    std::fs::write(lab.dir.join("xlb.yaml"), good)?;
+    refused?;
     let log = agent_log(lab);
     if !log.contains("global.bogus: unknown key `bogus`") {
         return Err(format!("the refusal does not name the key:\n{log}").into());
@@ -369,6 +394,61 @@ fn bad_reload_is_refused_and_the_old_config_keeps_serving() -> Result<(), Failed
     let seen = new_tcp_flows(20)?;
     if seen.len() != 2 {
         return Err(format!("after the refused reload: {seen:?}").into());
+    }
+    Ok(())
+}
+
+/// kill -9 and a restart under a running stream: the pinned attachment keeps
+/// forwarding while no agent runs, the new agent takes over the maps, and the
+/// stream sees every byte in order with no reset.
+fn kill_9_and_restart_keep_a_stream_whole() -> Result<(), Failed> {
+    let lab = lab();
+    let mut s = tcp_connect()?;
+    let (backend, _) = tcp_request(&mut s)?;
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let stream = thread::spawn(move || -> Result<(u32, Duration), String> {
+        let mut n = 0u32;
+        let start = Instant::now();
+        let mut worst = Duration::ZERO;
+        loop {
+            let t = Instant::now();
+            let last = stop_rx.try_recv().is_ok();
+            s.get_mut()
+                .write_all(format!("seq {n}\n").as_bytes())
+                .map_err(|e| format!("write {n}: {e}"))?;
+            let mut line = String::new();
+            s.read_line(&mut line)
+                .map_err(|e| format!("read {n}: {e}"))?;
+            if !line.trim_end().ends_with(&format!(" seq {n}")) || !line.starts_with(&backend) {
+                return Err(format!("reply {n}: {line:?} (backend was {backend})"));
+            }
+            n += 1;
+            worst = worst.max(t.elapsed());
+            if last || start.elapsed() > Duration::from_secs(30) {
+                return Ok((n, worst));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    thread::sleep(Duration::from_millis(300));
+    {
+        let mut guard = lab.agent.lock().unwrap();
+        let child = guard.as_mut().ok_or("no agent")?;
+        child.kill()?;
+        child.wait()?;
+        *guard = None;
+    }
+    thread::sleep(Duration::from_millis(300));
+    start_agent(lab)?;
+    if !agent_log(lab).contains("took over the pinned data path") {
+        return Err(format!("the new agent did not take over:\n{}", agent_log(lab)).into());
+    }
+    thread::sleep(Duration::from_millis(300));
+    stop_tx.send(()).ok();
+    let (n, worst) = stream.join().unwrap()?;
+    // A lost packet would show as a retransmission stall of 200 ms or more.
+    if worst > Duration::from_millis(150) || n < 50 {
+        return Err(format!("{n} round trips, the slowest {worst:?}, across the restart").into());
     }
     Ok(())
 }
@@ -395,6 +475,9 @@ fn sigterm_detaches_xdp() -> Result<(), Failed> {
     if links.contains("xdp") {
         return Err(format!("XDP still attached after shutdown:\n{links}").into());
     }
+    if pin_dir().exists() {
+        return Err(format!("{} left behind", pin_dir().display()).into());
+    }
     Ok(())
 }
 
@@ -408,7 +491,8 @@ fn main() {
     args.test_threads = Some(1);
     let lab = LAB.get_or_init(setup);
     start_servers(lab);
-    let started = start_agent(lab, &config(&BACKENDS));
+    std::fs::write(lab.dir.join("xlb.yaml"), config(&BACKENDS)).unwrap();
+    let started = start_agent(lab);
     let trials = match started {
         Ok(()) => trials![
             tcp_reaches_every_backend_from_the_snat_address,
@@ -416,6 +500,7 @@ fn main() {
             non_vip_traffic_to_the_node_is_untouched,
             reload_removes_a_backend_and_keeps_its_established_flow,
             bad_reload_is_refused_and_the_old_config_keeps_serving,
+            kill_9_and_restart_keep_a_stream_whole,
             sigterm_detaches_xdp,
         ],
         Err(e) => {
@@ -424,6 +509,9 @@ fn main() {
         }
     };
     let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        eprintln!("---- agent log ----\n{}", agent_log(lab));
+    }
     if let Some(mut c) = lab.agent.lock().unwrap().take() {
         let _ = c.kill();
         let _ = c.wait();
@@ -432,5 +520,12 @@ fn main() {
         let _ = Command::new("ip").args(["netns", "del", &ns.name]).output();
     }
     let _ = std::fs::remove_dir_all(&lab.dir);
+    // Pins of an agent that did not stop cleanly.
+    if let Ok(entries) = std::fs::read_dir(pin_dir()) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let _ = std::fs::remove_dir(pin_dir());
+    }
     conclusion.exit();
 }
