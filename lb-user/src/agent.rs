@@ -22,6 +22,8 @@ pub const PID_FILE: &str = "/run/xlb.pid";
 /// The running agent's state.
 pub struct Agent {
     path: PathBuf,
+    /// Hash of the file's bytes, so a reload of an unchanged file is free.
+    text_hash: u64,
     config: Config,
     runtime: Runtime,
     plan: Plan,
@@ -62,9 +64,7 @@ fn apply(dp: &mut Dataplane, d: &Diff<'_>) -> Result<()> {
     for s in &d.remove {
         dp.remove_service(s)?;
     }
-    for s in &d.upsert {
-        dp.apply_service(s)?;
-    }
+    dp.apply_services(&d.upsert)?;
     for &(a, kind) in &d.addrs {
         dp.set_addr(a, kind)?;
     }
@@ -76,7 +76,10 @@ impl Agent {
     /// Maps and attachments pinned by an earlier agent are taken over, so
     /// its connections keep flowing.
     pub fn start(path: &Path) -> Result<Agent> {
-        let config = config::load(path)?;
+        let text = read(path)?;
+        let config = config::parse(&text, &path.display().to_string())?;
+        let text_hash = hash(&text);
+        drop(text);
         let runtime = Runtime::from_config_hints(&config);
         if !config.vrrp_instances.is_empty() {
             warn!("VRRP is not running yet: services of instances with state MASTER are served, the others stand by");
@@ -127,8 +130,10 @@ impl Agent {
         }
         apply(&mut dp, &diff)?;
         info!(services = plan.services.len(), "serving");
+        release_memory();
         Ok(Agent {
             path: path.to_path_buf(),
+            text_hash,
             config,
             runtime,
             plan,
@@ -149,7 +154,16 @@ impl Agent {
 
     /// Re-reads the config; a bad one is refused and the old one keeps serving.
     pub fn reload(&mut self) -> Result<()> {
-        let config = config::load(&self.path)?;
+        let started = std::time::Instant::now();
+        let text = read(&self.path)?;
+        let text_hash = hash(&text);
+        if text_hash == self.text_hash {
+            info!(changed = 0, "reloaded: the file is unchanged");
+            return Ok(());
+        }
+        let config = config::parse(&text, &self.path.display().to_string())?;
+        drop(text);
+        let parsed = started.elapsed();
         let plan = Plan::build(&config, &self.runtime, Some(&self.plan.ids));
         if !plan.fits(&self.dp.limits().clone()) {
             bail!("global limits (max_services, max_backends, conntrack.max_entries, maglev_size) changed: restart the agent to apply them");
@@ -161,16 +175,50 @@ impl Agent {
         }
         let diff = plan.diff(Some(&self.plan));
         let changed = diff.upsert.len() + diff.remove.len();
+        let planned = started.elapsed();
         apply(&mut self.dp, &diff)?;
-        info!(services = plan.services.len(), changed, "reloaded");
+        let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+        let done = started.elapsed();
+        info!(
+            services = plan.services.len(),
+            changed,
+            ms = ms(done),
+            parse_ms = ms(parsed),
+            plan_ms = ms(planned - parsed),
+            apply_ms = ms(done - planned),
+            "reloaded"
+        );
         self.config = config;
         self.plan = plan;
+        self.text_hash = text_hash;
+        release_memory();
         Ok(())
     }
 
     /// The current plan.
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Parsing a large config allocates far more than it keeps; hand the freed
+/// memory back so the agent's resident size reflects what it holds.
+fn release_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -204,6 +252,17 @@ fn recover_ids(dp: &mut Dataplane, config: &Config) -> Result<Ids> {
         }
     }
     Ok(ids)
+}
+
+/// One malloc arena: the agent is mostly idle, and the threads that build
+/// Maglev tables in parallel would otherwise each keep an arena's worth of
+/// freed memory resident.
+pub fn limit_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt before other threads exist only changes a tunable.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 /// Runs until SIGTERM or SIGINT.

@@ -222,60 +222,62 @@ pub const MAP_NAMES: [&str; 12] = [
     "BACKEND_STATS",
 ];
 
-/// The Maglev array mapped into this process (`BPF_F_MMAPABLE`): a table is
-/// written with plain stores instead of M syscalls. The kernel lays array
-/// values out at an 8-byte stride, so each u32 slot is the low half of a u64.
-struct Mapped {
-    ptr: *mut u64,
+/// A window of the Maglev array mapped into this process
+/// (`BPF_F_MMAPABLE`): a table is written with plain stores instead of M
+/// syscalls, and unmapped right after, so the agent's RSS does not grow with
+/// the tables. The kernel lays array values out at an 8-byte stride, so each
+/// u32 slot is the low half of a u64.
+struct Window {
+    base: *mut libc::c_void,
+    bytes: usize,
+    /// First wanted slot, as an index into the mapping.
+    skip: usize,
     len: usize,
 }
 
-// SAFETY: the mapping is owned by this value and only used through &mut self.
-unsafe impl Send for Mapped {}
-
-impl Mapped {
-    fn new(fd: std::os::fd::BorrowedFd<'_>, entries: u32) -> Result<Mapped> {
+impl Window {
+    /// Maps slots `first..first + len` of the array behind `fd`.
+    fn new(fd: std::os::fd::BorrowedFd<'_>, first: usize, len: usize) -> Result<Window> {
         use std::os::fd::AsRawFd;
-        let len = entries as usize;
-        let bytes = (len * 8).next_multiple_of(4096);
+        const PAGE: usize = 4096;
+        let start = first * 8;
+        let offset = start / PAGE * PAGE;
+        let bytes = (start + len * 8 - offset).next_multiple_of(PAGE);
         // SAFETY: a shared mapping of a BPF array created with BPF_F_MMAPABLE.
-        let ptr = unsafe {
+        let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
-                0,
+                offset as libc::off_t,
             )
         };
-        if ptr == libc::MAP_FAILED {
+        if base == libc::MAP_FAILED {
             bail!(
                 "mapping the Maglev array: {}",
                 std::io::Error::last_os_error()
             );
         }
-        Ok(Mapped {
-            ptr: ptr.cast(),
+        Ok(Window {
+            base,
+            bytes,
+            skip: (start - offset) / 8,
             len,
         })
     }
 
-    fn slice(&self) -> &[u64] {
-        // SAFETY: ptr is valid for len u64s while self lives.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    fn slice_mut(&mut self) -> &mut [u64] {
-        // SAFETY: as above, and &mut self gives exclusive access here.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    fn slots(&mut self) -> &mut [u64] {
+        // SAFETY: the mapping covers skip + len u64s and lives as long as self.
+        unsafe { std::slice::from_raw_parts_mut(self.base.cast::<u64>().add(self.skip), self.len) }
     }
 }
 
-impl Drop for Mapped {
+impl Drop for Window {
     fn drop(&mut self) {
         // SAFETY: unmapping what new() mapped.
-        unsafe { libc::munmap(self.ptr.cast(), (self.len * 8).next_multiple_of(4096)) };
+        unsafe { libc::munmap(self.base, self.bytes) };
     }
 }
 
@@ -286,13 +288,14 @@ pub struct Dataplane {
     config: Config,
     /// The table each service id currently serves from.
     live_table: BTreeMap<u32, u32>,
-    maglev: Mapped,
     /// bpffs directory of the pinned maps and links, if pinned.
     pin_dir: Option<PathBuf>,
     /// Whether the maps were taken over from a previous agent.
     adopted: bool,
     /// Attachments this process holds (their pins keep them after exit).
     links: Vec<XdpLink>,
+    /// Backends as last written, to skip rewriting unchanged ones.
+    backends: std::collections::HashMap<u32, Backend>,
 }
 
 impl Dataplane {
@@ -363,19 +366,15 @@ impl Dataplane {
             .context("no program lb")?
             .try_into()?;
         prog.load().context("verifying the XDP program")?;
-        let maglev = match ebpf.map("MAGLEV") {
-            Some(aya::maps::Map::Array(m)) => Mapped::new(m.fd().as_fd(), maglev_entries)?,
-            _ => bail!("no MAGLEV array in the object"),
-        };
         let mut dp = Dataplane {
             ebpf,
             limits,
             config,
             live_table: BTreeMap::new(),
-            maglev,
             pin_dir: dir.map(Path::to_path_buf),
             adopted,
             links: Vec::new(),
+            backends: Default::default(),
         };
         if adopted {
             let m: HashMap<&mut MapData, ServiceKey, Service> = dp.map("SERVICES")?;
@@ -558,13 +557,47 @@ impl Dataplane {
                 self.limits.max_backends
             );
         }
-        let mut m: Array<&mut MapData, Backend> = self.map("BACKENDS")?;
         let v = Backend {
             addr: be_addr(b.addr),
             port: b.port.to_be(),
             _pad: 0,
         };
+        if self.backends.get(&b.id) == Some(&v) {
+            return Ok(());
+        }
+        let mut m: Array<&mut MapData, Backend> = self.map("BACKENDS")?;
         m.set(b.id, v, 0)?;
+        self.backends.insert(b.id, v);
+        Ok(())
+    }
+
+    /// [`Dataplane::apply_service`] for many services, building their Maglev
+    /// tables on all cores first.
+    pub fn apply_services(&mut self, specs: &[&ServiceSpec]) -> Result<()> {
+        let (seed, m) = (self.config.hash_seed, self.limits.maglev_size);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(specs.len().max(1));
+        let chunk = specs.len().div_ceil(threads).max(1);
+        let tables: Vec<Vec<u32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = specs
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|sp| maglev::build(seed, m, &sp.members()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("Maglev build panicked"))
+                .collect()
+        });
+        for (spec, table) in specs.iter().zip(&tables) {
+            self.install(spec, table)?;
+        }
         Ok(())
     }
 
@@ -572,6 +605,15 @@ impl Dataplane {
     /// table: backends first, then the Maglev table into the staging half, then
     /// one update of the service entry flips to it.
     pub fn apply_service(&mut self, spec: &ServiceSpec) -> Result<()> {
+        let table = maglev::build(
+            self.config.hash_seed,
+            self.limits.maglev_size,
+            &spec.members(),
+        );
+        self.install(spec, &table)
+    }
+
+    fn install(&mut self, spec: &ServiceSpec, table: &[u32]) -> Result<()> {
         if spec.id >= self.limits.max_services {
             bail!(
                 "service id {} beyond max_services {}",
@@ -582,16 +624,11 @@ impl Dataplane {
         for b in &spec.backends {
             self.set_backend(b)?;
         }
-        let table = maglev::build(
-            self.config.hash_seed,
-            self.limits.maglev_size,
-            &spec.members(),
-        );
         let next = match self.live_table.get(&spec.id) {
             Some(t) => t ^ 1,
             None => 0,
         };
-        self.write_table(spec.id, next, &table)?;
+        self.write_table(spec.id, next, table)?;
         let mut m: HashMap<&mut MapData, ServiceKey, Service> = self.map("SERVICES")?;
         m.insert(spec.key(), spec.value(next), 0)?;
         self.live_table.insert(spec.id, next);
@@ -609,14 +646,19 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Maps the slots of one table of a service.
+    fn window(&self, service_id: u32, table: u32) -> Result<Window> {
+        let m = self.limits.maglev_size as usize;
+        let first = (service_id as usize * 2 + table as usize) * m;
+        match self.ebpf.map("MAGLEV") {
+            Some(aya::maps::Map::Array(a)) => Window::new(a.fd().as_fd(), first, m),
+            _ => bail!("no MAGLEV array in the object"),
+        }
+    }
+
     fn write_table(&mut self, service_id: u32, table: u32, slots: &[u32]) -> Result<()> {
-        let base = ((service_id * 2 + table) * self.limits.maglev_size) as usize;
-        let dst = self
-            .maglev
-            .slice_mut()
-            .get_mut(base..base + slots.len())
-            .context("Maglev table out of range")?;
-        for (d, &id) in dst.iter_mut().zip(slots) {
+        let mut w = self.window(service_id, table)?;
+        for (d, &id) in w.slots().iter_mut().zip(slots) {
             *d = u64::from(id);
         }
         // The flip of the service entry that follows is a syscall, which
@@ -631,16 +673,8 @@ impl Dataplane {
             .live_table
             .get(&service_id)
             .context("no such service")?;
-        let size = self.limits.maglev_size as usize;
-        let base = (service_id * 2 + table) as usize * size;
-        Ok(self
-            .maglev
-            .slice()
-            .get(base..base + size)
-            .context("Maglev table out of range")?
-            .iter()
-            .map(|&v| v as u32)
-            .collect())
+        let mut w = self.window(service_id, table)?;
+        Ok(w.slots().iter().map(|&v| v as u32).collect())
     }
 
     /// Counters of every reason, summed over CPUs.

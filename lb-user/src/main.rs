@@ -53,6 +53,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    agent::limit_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -16,7 +16,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::{fd::AsRawFd, unix::process::CommandExt},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Mutex, OnceLock},
@@ -198,8 +197,6 @@ fn start_agent(lab: &Lab) -> Result<(), Failed> {
         .create(true)
         .append(true)
         .open(lab.dir.join("agent.log"))?;
-    let netns = std::fs::File::open(format!("/run/netns/{}", lab.lb.name))?;
-    let fd = netns.as_raw_fd();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xlb"));
     cmd.args(["run", "-c"])
         .arg(lab.dir.join("xlb.yaml"))
@@ -208,18 +205,7 @@ fn start_agent(lab: &Lab) -> Result<(), Failed> {
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log);
-    // Into the LB's network namespace only: `ip netns exec` would also make a
-    // private mount namespace, where pins would not outlive the agent.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    drop(netns);
+    let child = lab.lb.spawn(&mut cmd)?;
     *lab.agent.lock().unwrap() = Some(child);
     wait_log(lab, "serving", serving_before + 1)
 }

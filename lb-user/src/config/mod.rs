@@ -372,16 +372,17 @@ pub struct RealServer {
     /// On failure, set the weight to 0 instead of removing the server.
     #[serde(default)]
     pub inhibit_on_failure: bool,
+    // Boxed: most servers have one checker, and 100k servers must stay small.
     #[serde(default)]
-    pub tcp_check: Option<TcpCheck>,
+    pub tcp_check: Option<Box<TcpCheck>>,
     #[serde(default)]
-    pub http_get: Option<HttpGet>,
+    pub http_get: Option<Box<HttpGet>>,
     #[serde(default)]
-    pub ssl_get: Option<HttpGet>,
+    pub ssl_get: Option<Box<HttpGet>>,
     #[serde(default)]
-    pub dns_check: Option<DnsCheck>,
+    pub dns_check: Option<Box<DnsCheck>>,
     #[serde(default)]
-    pub misc_check: Option<MiscCheck>,
+    pub misc_check: Option<Box<MiscCheck>>,
     #[serde(default)]
     pub notify_up: Option<String>,
     #[serde(default)]
@@ -561,13 +562,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates `text`, naming it `file` in errors.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    let index = LineIndex::new(text).map_err(|(line, col, msg)| ConfigError {
-        errors: vec![format!("{file}:{line}:{col}: YAML syntax error: {msg}")],
-    })?;
     let de = serde_yaml::Deserializer::from_str(text);
     let config: Config = match serde_path_to_error::deserialize(de) {
         Ok(c) => c,
         Err(e) => {
+            // Positions are only worked out on failure: indexing a large
+            // file costs more than parsing it.
+            let index = match LineIndex::new(text) {
+                Ok(index) => index,
+                Err((line, col, msg)) => {
+                    return Err(ConfigError {
+                        errors: vec![format!("{file}:{line}:{col}: YAML syntax error: {msg}")],
+                    })
+                }
+            };
             let path = e.path().to_string();
             let inner = e.into_inner();
             let line = inner
@@ -590,6 +598,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     if problems.is_empty() {
         return Ok(config);
     }
+    let index = LineIndex::new(text).unwrap_or_default();
     Err(ConfigError {
         errors: problems
             .into_iter()

@@ -3,8 +3,8 @@
 
 use std::{
     fs::File,
-    os::fd::AsRawFd,
-    process::{Command, Output},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    process::{Child, Command, Output},
 };
 
 /// Runs a command and fails loudly with its output.
@@ -85,6 +85,25 @@ impl Netns {
             self.name,
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Spawns `cmd` inside the namespace. Unlike `ip netns exec`, this makes
+    /// no private mount namespace, so bpffs pins outlive the child.
+    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<Child> {
+        let netns = File::open(format!("/run/netns/{}", self.name))?;
+        let fd = netns.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; fd stays open until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn();
+        drop(netns);
+        child
     }
 
     /// The ifindex of `dev` inside the namespace.
