@@ -7,17 +7,27 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, UnixListener, UnixStream},
+    signal::unix::{signal, SignalKind},
+    time::timeout,
+};
 use tracing::{error, info, warn};
 
 use crate::{
     config::{self, Config},
     dataplane::{addr_of, Attached, Dataplane},
     plan::{Diff, Ids, Plan, Runtime},
+    status::{BackendStatus, ServiceStatus, Status, VrrpStatus},
 };
 
 /// Where `run` writes its pid by default, for `xlb reload`.
 pub const PID_FILE: &str = "/run/xlb.pid";
+/// Where `run` answers `xlb status` by default.
+pub const SOCKET: &str = "/run/xlb.sock";
+/// A status or metrics client gets this long to ask and to read.
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The running agent's state.
 pub struct Agent {
@@ -195,6 +205,105 @@ impl Agent {
         Ok(())
     }
 
+    /// A snapshot for `xlb status` and the metrics endpoint.
+    pub fn status(&mut self) -> Result<Status> {
+        let mut services = Vec::new();
+        for ps in &self.plan.services {
+            let spec = &ps.spec;
+            let vs = self
+                .config
+                .virtual_servers
+                .iter()
+                .find(|v| v.name == ps.name);
+            let t = self.dp.service_traffic(spec.id)?;
+            let mut backends = Vec::new();
+            for b in &spec.backends {
+                let sorry = vs.is_some_and(|v| {
+                    v.sorry_server
+                        .is_some_and(|s| (s.address, s.port) == (b.addr, b.port))
+                        && !v
+                            .real_servers
+                            .iter()
+                            .any(|r| (r.address, r.port) == (b.addr, b.port))
+                });
+                let down = self
+                    .runtime
+                    .down
+                    .contains(&(ps.name.clone(), b.addr, b.port));
+                let bt = self.dp.backend_traffic(b.id)?;
+                backends.push(BackendStatus {
+                    address: b.addr,
+                    port: b.port,
+                    weight: b.weight,
+                    sorry,
+                    health: if down { "down" } else { "up" }.into(),
+                    why: if down {
+                        "failing its check".into()
+                    } else {
+                        "no health checks yet".into()
+                    },
+                    packets: bt.packets,
+                    bytes: bt.bytes,
+                    new_conns: bt.new_conns,
+                });
+            }
+            services.push(ServiceStatus {
+                name: ps.name.clone(),
+                vip: spec.vip,
+                port: spec.port,
+                protocol: if spec.proto == lb_common::PROTO_TCP {
+                    "tcp"
+                } else {
+                    "udp"
+                }
+                .into(),
+                serving: spec.flags & lb_common::SVC_ENABLED != 0,
+                healthy: ps.healthy,
+                quorum: vs.map_or(1, |v| v.quorum),
+                sorry_active: ps.sorry_active,
+                packets: t.packets,
+                bytes: t.bytes,
+                new_conns: t.new_conns,
+                backends,
+            });
+        }
+        let vrrp = self
+            .config
+            .vrrp_instances
+            .iter()
+            .map(|i| VrrpStatus {
+                instance: i.name.clone(),
+                state: if self.runtime.masters.contains(&i.name) {
+                    "MASTER"
+                } else {
+                    "BACKUP"
+                }
+                .into(),
+                priority: i.priority,
+                note: "VRRP not running yet: the configured state".into(),
+            })
+            .collect();
+        let reasons = self
+            .dp
+            .reasons()?
+            .into_iter()
+            .map(|(r, n)| (r.name().to_string(), n))
+            .collect();
+        Ok(Status {
+            node: self.config.global.router_id.clone(),
+            interfaces: self.plan.interfaces.clone(),
+            adopted: self.dp.adopted(),
+            vrrp,
+            services,
+            reasons,
+        })
+    }
+
+    /// The metrics listen address, if configured.
+    pub fn metrics_addr(&self) -> Option<&str> {
+        self.config.global.metrics.as_deref()
+    }
+
     /// The current plan.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -266,10 +375,23 @@ pub fn limit_arenas() {
 }
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(path: &Path, pid_file: &Path, keep_dataplane: bool) -> Result<()> {
+pub async fn run(path: &Path, pid_file: &Path, socket: &Path, keep_dataplane: bool) -> Result<()> {
     let mut agent = Agent::start(path)?;
     std::fs::write(pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
+    let _ = std::fs::remove_file(socket);
+    let status =
+        UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
+    let metrics = match agent.metrics_addr() {
+        Some(a) => {
+            let l = TcpListener::bind(a)
+                .await
+                .with_context(|| format!("metrics listener {a}"))?;
+            info!(address = %a, "metrics on /metrics");
+            Some(l)
+        }
+        None => None,
+    };
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -281,12 +403,68 @@ pub async fn run(path: &Path, pid_file: &Path, keep_dataplane: bool) -> Result<(
                     error!("reload refused, the running config stays: {e:#}");
                 }
             }
+            Ok((conn, _)) = status.accept() => {
+                if let Err(e) = answer_status(&mut agent, conn).await {
+                    warn!("status request: {e:#}");
+                }
+            }
+            Ok((conn, _)) = async { metrics.as_ref().unwrap().accept().await }, if metrics.is_some() => {
+                if let Err(e) = answer_metrics(&mut agent, conn).await {
+                    warn!("metrics request: {e:#}");
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     let _ = std::fs::remove_file(pid_file);
+    let _ = std::fs::remove_file(socket);
     agent.stop(keep_dataplane)
+}
+
+/// One `status` or `status json` request per connection.
+async fn answer_status(agent: &mut Agent, conn: UnixStream) -> Result<()> {
+    let mut conn = BufReader::new(conn);
+    let mut line = String::new();
+    timeout(CLIENT_TIMEOUT, conn.read_line(&mut line)).await??;
+    let s = agent.status()?;
+    let reply = match line.trim() {
+        "status json" => serde_json::to_string_pretty(&s)? + "\n",
+        _ => s.text(),
+    };
+    timeout(CLIENT_TIMEOUT, conn.get_mut().write_all(reply.as_bytes())).await??;
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 answer to a scrape: the request is read and ignored
+/// past its first line, and the connection closes after the reply.
+async fn answer_metrics(agent: &mut Agent, mut conn: tokio::net::TcpStream) -> Result<()> {
+    let mut buf = vec![0u8; 8192];
+    let n = timeout(CLIENT_TIMEOUT, conn.read(&mut buf)).await??;
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let (code, body) = if request.starts_with("GET /metrics ") || request.starts_with("GET / ") {
+        ("200 OK", agent.status()?.metrics())
+    } else {
+        ("404 Not Found", "try /metrics\n".to_string())
+    };
+    let reply = format!(
+        "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    timeout(CLIENT_TIMEOUT, conn.write_all(reply.as_bytes())).await??;
+    Ok(())
+}
+
+/// `xlb status`: asks the running agent.
+pub fn query_status(socket: &Path, json: bool) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}: is the agent running?", socket.display()))?;
+    s.set_read_timeout(Some(CLIENT_TIMEOUT * 5))?;
+    s.write_all(if json { b"status json\n" } else { b"status\n" })?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 /// `xlb reload`: SIGHUP to the running agent.

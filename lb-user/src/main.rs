@@ -29,6 +29,18 @@ enum Cmd {
         /// agent to take over (an upgrade without dropping connections).
         #[arg(long)]
         keep_dataplane: bool,
+        /// Unix socket for `xlb status`.
+        #[arg(long, default_value = agent::SOCKET)]
+        socket: PathBuf,
+    },
+    /// VRRP state, services, backends with health and weight, and counters,
+    /// from the running agent.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = agent::SOCKET)]
+        socket: PathBuf,
     },
     /// Validate a config and print the plan it resolves to.
     Check {
@@ -76,10 +88,15 @@ fn run(cmd: Cmd) -> Result<()> {
             config,
             pid_file,
             keep_dataplane,
+            socket,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(agent::run(&config, &pid_file, keep_dataplane)),
+            .block_on(agent::run(&config, &pid_file, &socket, keep_dataplane)),
+        Cmd::Status { json, socket } => {
+            print!("{}", agent::query_status(&socket, json)?);
+            Ok(())
+        }
         Cmd::Check { config } => {
             let c = config::load(&config)?;
             print!("{}", Plan::build(&c, &Runtime::from_config_hints(&c), None));

@@ -80,6 +80,7 @@ global:
   max_services: 4
   max_backends: 64
   pin_path: {pin}
+  metrics: 127.0.0.1:9464
   conntrack: {{max_entries: 65536}}
 virtual_servers:
   - name: web
@@ -202,6 +203,8 @@ fn start_agent(lab: &Lab) -> Result<(), Failed> {
         .arg(lab.dir.join("xlb.yaml"))
         .arg("--pid-file")
         .arg(lab.dir.join("xlb.pid"))
+        .arg("--socket")
+        .arg(lab.dir.join("xlb.sock"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log);
@@ -309,6 +312,62 @@ fn udp_reaches_every_backend_and_replies_come_from_the_vip() -> Result<(), Faile
     }
     if names.len() != 3 {
         return Err(format!("UDP reached only {names:?}").into());
+    }
+    Ok(())
+}
+
+fn xlb_status(json: bool) -> Result<String, Failed> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xlb"));
+    cmd.arg("status")
+        .arg("--socket")
+        .arg(lab().dir.join("xlb.sock"));
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(format!("xlb status: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// After the traffic above: every backend has counters, and the metrics
+/// endpoint says the same.
+fn status_and_metrics_show_services_backends_and_counters() -> Result<(), Failed> {
+    let v: serde_json::Value = serde_json::from_str(&xlb_status(true)?)?;
+    let services = v["services"].as_array().ok_or("no services")?;
+    let web = services
+        .iter()
+        .find(|s| s["name"] == "web")
+        .ok_or("no web service")?;
+    if web["serving"] != true || web["new_conns"].as_u64().unwrap_or(0) < 60 {
+        return Err(format!("web: {web}").into());
+    }
+    for b in web["backends"].as_array().ok_or("no backends")? {
+        if b["health"] != "up" || b["weight"] != 1 || b["new_conns"].as_u64().unwrap_or(0) == 0 {
+            return Err(format!("backend {b}").into());
+        }
+    }
+    if v["reasons"]["redirect_forward"].as_u64().unwrap_or(0) == 0 {
+        return Err(format!("reasons: {}", v["reasons"]).into());
+    }
+    let text = xlb_status(false)?;
+    if !text.contains(&format!("service web {VIP}:80/tcp: serving, 3 healthy")) {
+        return Err(format!("status text:\n{text}").into());
+    }
+    lab().lb.enter();
+    let mut c = TcpStream::connect(("127.0.0.1", 9464))?;
+    c.set_read_timeout(Some(Duration::from_secs(3)))?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n")?;
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut c, &mut body)?;
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("xlb_service_connections_total{") && l.contains("service=\"web\""))
+        .ok_or_else(|| format!("no web connections metric in:\n{body}"))?;
+    let n: u64 = line.rsplit(' ').next().unwrap_or("0").parse()?;
+    if !body.starts_with("HTTP/1.1 200 OK") || n < 60 || !body.contains("xlb_backend_up{") {
+        return Err(format!("metrics:\n{body}").into());
     }
     Ok(())
 }
@@ -483,6 +542,7 @@ fn main() {
         Ok(()) => trials![
             tcp_reaches_every_backend_from_the_snat_address,
             udp_reaches_every_backend_and_replies_come_from_the_vip,
+            status_and_metrics_show_services_backends_and_counters,
             non_vip_traffic_to_the_node_is_untouched,
             reload_removes_a_backend_and_keeps_its_established_flow,
             bad_reload_is_refused_and_the_old_config_keeps_serving,

@@ -1,0 +1,253 @@
+//! What `xlb status` and the metrics endpoint show: a snapshot of the plan
+//! and of the data path's counters.
+
+use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use serde::Serialize;
+
+/// The whole snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node: Option<String>,
+    pub interfaces: Vec<String>,
+    /// Whether this agent took over the data path of an earlier one.
+    pub adopted: bool,
+    pub vrrp: Vec<VrrpStatus>,
+    pub services: Vec<ServiceStatus>,
+    /// Every pass, drop and forward reason of the data path.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// One VRRP instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct VrrpStatus {
+    pub instance: String,
+    pub state: String,
+    pub priority: u32,
+    pub note: String,
+}
+
+/// One virtual server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: String,
+    /// Taking new flows (VRRP MASTER, or no instance).
+    pub serving: bool,
+    pub healthy: usize,
+    pub quorum: u32,
+    pub sorry_active: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_conns: u64,
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One real (or sorry) server.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    pub sorry: bool,
+    pub health: String,
+    pub why: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_conns: u64,
+}
+
+impl Status {
+    /// The human-readable form of `xlb status`.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "node {} on {}{}",
+            self.node.as_deref().unwrap_or("-"),
+            self.interfaces.join(", "),
+            if self.adopted {
+                " (took over a running data path)"
+            } else {
+                ""
+            }
+        );
+        for v in &self.vrrp {
+            let _ = writeln!(
+                o,
+                "vrrp {}: {} priority {} ({})",
+                v.instance, v.state, v.priority, v.note
+            );
+        }
+        for s in &self.services {
+            let _ = writeln!(
+                o,
+                "service {} {}:{}/{}: {}, {} healthy (quorum {}){}; {} packets, {} bytes, {} connections",
+                s.name,
+                s.vip,
+                s.port,
+                s.protocol,
+                if s.serving { "serving" } else { "standby" },
+                s.healthy,
+                s.quorum,
+                if s.sorry_active { ", sorry server active" } else { "" },
+                s.packets,
+                s.bytes,
+                s.new_conns
+            );
+            for b in &s.backends {
+                let _ = writeln!(
+                    o,
+                    "  {}{}:{} weight {} {} ({}): {} packets, {} bytes, {} connections",
+                    if b.sorry { "sorry " } else { "" },
+                    b.address,
+                    b.port,
+                    b.weight,
+                    b.health,
+                    b.why,
+                    b.packets,
+                    b.bytes,
+                    b.new_conns
+                );
+            }
+        }
+        let _ = write!(o, "data path:");
+        for (r, n) in self.reasons.iter().filter(|(_, n)| **n > 0) {
+            let _ = write!(o, " {r}={n}");
+        }
+        o.push('\n');
+        o
+    }
+
+    /// The Prometheus text exposition of the snapshot.
+    pub fn metrics(&self) -> String {
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Svc {
+            service: String,
+            vip: String,
+            port: u16,
+            protocol: String,
+        }
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Be {
+            service: String,
+            backend: String,
+        }
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Reason {
+            reason: String,
+        }
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Inst {
+            instance: String,
+        }
+        // A fresh registry per scrape: the counters live in the kernel, so
+        // each is set to its current total.
+        let mut reg = Registry::with_prefix("xlb");
+        let counter = |reg: &mut Registry, name: &str, help: &str| {
+            let f = Family::<Svc, Counter>::default();
+            reg.register(name, help, f.clone());
+            f
+        };
+        let sp = counter(
+            &mut reg,
+            "service_packets",
+            "Packets forwarded for a virtual server, both directions",
+        );
+        let sb = counter(
+            &mut reg,
+            "service_bytes",
+            "Bytes forwarded for a virtual server, both directions",
+        );
+        let sc = counter(
+            &mut reg,
+            "service_connections",
+            "New connections to a virtual server",
+        );
+        let serving = Family::<Svc, Gauge>::default();
+        reg.register(
+            "service_serving",
+            "1 while the virtual server takes new flows",
+            serving.clone(),
+        );
+        let bp = Family::<Be, Counter>::default();
+        reg.register(
+            "backend_packets",
+            "Packets forwarded for a real server",
+            bp.clone(),
+        );
+        let bc = Family::<Be, Counter>::default();
+        reg.register(
+            "backend_connections",
+            "New connections to a real server",
+            bc.clone(),
+        );
+        let up = Family::<Be, Gauge>::default();
+        reg.register(
+            "backend_up",
+            "1 while the real server passes its checks",
+            up.clone(),
+        );
+        let weight = Family::<Be, Gauge>::default();
+        reg.register(
+            "backend_weight",
+            "Weight of the real server in the Maglev table",
+            weight.clone(),
+        );
+        let reasons = Family::<Reason, Counter>::default();
+        reg.register(
+            "datapath_packets",
+            "Packets by what the data path did with them",
+            reasons.clone(),
+        );
+        let vrrp = Family::<Inst, Gauge>::default();
+        reg.register(
+            "vrrp_master",
+            "1 while this node is MASTER of the instance",
+            vrrp.clone(),
+        );
+        for s in &self.services {
+            let l = Svc {
+                service: s.name.clone(),
+                vip: s.vip.to_string(),
+                port: s.port,
+                protocol: s.protocol.clone(),
+            };
+            sp.get_or_create(&l).inc_by(s.packets);
+            sb.get_or_create(&l).inc_by(s.bytes);
+            sc.get_or_create(&l).inc_by(s.new_conns);
+            serving.get_or_create(&l).set(s.serving as i64);
+            for b in &s.backends {
+                let l = Be {
+                    service: s.name.clone(),
+                    backend: format!("{}:{}", b.address, b.port),
+                };
+                bp.get_or_create(&l).inc_by(b.packets);
+                bc.get_or_create(&l).inc_by(b.new_conns);
+                up.get_or_create(&l).set((b.health == "up") as i64);
+                weight.get_or_create(&l).set(b.weight as i64);
+            }
+        }
+        for (r, n) in &self.reasons {
+            reasons
+                .get_or_create(&Reason { reason: r.clone() })
+                .inc_by(*n);
+        }
+        for v in &self.vrrp {
+            vrrp.get_or_create(&Inst {
+                instance: v.instance.clone(),
+            })
+            .set((v.state == "MASTER") as i64);
+        }
+        let mut out = String::new();
+        let _ = encode(&mut out, &reg);
+        out
+    }
+}
