@@ -330,3 +330,9 @@ fn shipped_examples_are_valid() {
     }
     assert!(n >= 4, "only {n} examples");
 }
+
+#[test]
+fn real_server_stays_small() {
+    // 100k real servers are held in memory: keep each one compact.
+    assert!(std::mem::size_of::<RealServer>() <= 128, "{}", std::mem::size_of::<RealServer>());
+}
