@@ -2,11 +2,13 @@
 //! step on SIGHUP; SIGTERM or SIGINT is a clean shutdown.
 
 use std::{
+    collections::BTreeMap,
     ffi::CString,
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
+use tokio::sync::mpsc;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, UnixListener, UnixStream},
@@ -18,6 +20,7 @@ use tracing::{error, info, warn};
 use crate::{
     config::{self, Config},
     dataplane::{addr_of, Attached, Dataplane},
+    health::{self, ServerKey},
     plan::{Diff, Ids, Plan, Runtime},
     status::{BackendStatus, ServiceStatus, Status, VrrpStatus},
 };
@@ -38,6 +41,12 @@ pub struct Agent {
     runtime: Runtime,
     plan: Plan,
     dp: Dataplane,
+    /// Health transitions from the checker tasks.
+    health_tx: mpsc::Sender<health::Event>,
+    /// One task per checked real server.
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+    /// The last reason each checked server gave.
+    why: BTreeMap<ServerKey, String>,
 }
 
 /// The ifindex of `name` in this network namespace.
@@ -85,7 +94,7 @@ impl Agent {
     /// Loads the config and the program, attaches and programs the maps.
     /// Maps and attachments pinned by an earlier agent are taken over, so
     /// its connections keep flowing.
-    pub fn start(path: &Path) -> Result<Agent> {
+    pub fn start(path: &Path) -> Result<(Agent, mpsc::Receiver<health::Event>)> {
         let text = read(path)?;
         let config = config::parse(&text, &path.display().to_string())?;
         let text_hash = hash(&text);
@@ -141,19 +150,114 @@ impl Agent {
         apply(&mut dp, &diff)?;
         info!(services = plan.services.len(), "serving");
         release_memory();
-        Ok(Agent {
+        let (health_tx, health_rx) = mpsc::channel(1024);
+        let mut agent = Agent {
             path: path.to_path_buf(),
             text_hash,
             config,
             runtime,
             plan,
             dp,
-        })
+            health_tx,
+            watchers: Vec::new(),
+            why: BTreeMap::new(),
+        };
+        agent.start_checks();
+        Ok((agent, health_rx))
+    }
+
+    /// Every real server of the running config.
+    fn plan_servers(&self) -> std::collections::BTreeSet<ServerKey> {
+        self.config
+            .virtual_servers
+            .iter()
+            .flat_map(|v| {
+                v.real_servers
+                    .iter()
+                    .map(|r| (v.name.clone(), r.address, r.port))
+            })
+            .collect()
+    }
+
+    /// One task per real server with a checker, starting from its current state.
+    fn start_checks(&mut self) {
+        for w in self.watchers.drain(..) {
+            w.abort();
+        }
+        let checkers = health::checkers(&self.config);
+        if !checkers.is_empty() {
+            info!(servers = checkers.len(), "health checks started");
+        }
+        for c in checkers {
+            let up = !self.runtime.down.contains(&c.server);
+            self.watchers
+                .push(tokio::spawn(health::watch(c, up, self.health_tx.clone())));
+        }
+    }
+
+    /// A real server changed state: log why, run its notify script, and
+    /// rebuild its service's table once.
+    pub fn on_health(&mut self, ev: health::Event) -> Result<()> {
+        let (vs_name, addr, port) = ev.server.clone();
+        let Some(vs) = self
+            .config
+            .virtual_servers
+            .iter()
+            .find(|v| v.name == vs_name)
+        else {
+            return Ok(());
+        };
+        let Some(rs) = vs
+            .real_servers
+            .iter()
+            .find(|r| (r.address, r.port) == (addr, port))
+        else {
+            return Ok(());
+        };
+        let was_down = self.runtime.down.contains(&ev.server);
+        if ev.up {
+            self.runtime.down.remove(&ev.server);
+            info!(service = %vs_name, server = %format!("{addr}:{port}"), "real server up: {}", ev.reason);
+        } else {
+            self.runtime.down.insert(ev.server.clone());
+            warn!(service = %vs_name, server = %format!("{addr}:{port}"), "real server down: {}", ev.reason);
+        }
+        if let Some(w) = ev.weight {
+            self.runtime.weights.insert(ev.server.clone(), w);
+        }
+        self.why.insert(ev.server.clone(), ev.reason.clone());
+        // A real transition (not a weight update): run the notify script.
+        if was_down == ev.up {
+            let script = if ev.up {
+                &rs.notify_up
+            } else {
+                &rs.notify_down
+            };
+            if let Some(cmd) = script {
+                notify(cmd);
+            }
+        }
+        let reset = !ev.up && vs.on_down == crate::config::OnDown::Reset;
+        let plan = Plan::build(&self.config, &self.runtime, Some(&self.plan.ids));
+        let diff = plan.diff(Some(&self.plan));
+        apply(&mut self.dp, &diff)?;
+        if reset {
+            let sk = (vs.vip, vs.port, vs.protocol.number());
+            if let Some(&id) = plan.ids.backends.get(&(sk, addr, port, false)) {
+                let n = self.dp.purge_backend(id)?;
+                info!(service = %vs_name, server = %format!("{addr}:{port}"), connections = n, "on_down reset: connections purged");
+            }
+        }
+        self.plan = plan;
+        Ok(())
     }
 
     /// Stops: detaches and unpins everything, or with `keep` leaves the data
     /// path running for the next agent to take over.
-    pub fn stop(self, keep: bool) -> Result<()> {
+    pub fn stop(mut self, keep: bool) -> Result<()> {
+        for w in self.watchers.drain(..) {
+            w.abort();
+        }
         if keep {
             info!(pin_path = %self.config.global.pin_path, "leaving the data path running");
             return Ok(());
@@ -174,6 +278,13 @@ impl Agent {
         let config = config::parse(&text, &self.path.display().to_string())?;
         drop(text);
         let parsed = started.elapsed();
+        // New `alpha` servers start down, as at start-up.
+        let old: std::collections::BTreeSet<ServerKey> = self.plan_servers();
+        for k in Runtime::from_config_hints(&config).down {
+            if !old.contains(&k) {
+                self.runtime.down.insert(k);
+            }
+        }
         let plan = Plan::build(&config, &self.runtime, Some(&self.plan.ids));
         if !plan.fits(&self.dp.limits().clone()) {
             bail!("global limits (max_services, max_backends, conntrack.max_entries, maglev_size) changed: restart the agent to apply them");
@@ -201,6 +312,12 @@ impl Agent {
         self.config = config;
         self.plan = plan;
         self.text_hash = text_hash;
+        // Servers that are gone lose their state; the rest keep it.
+        let present = self.plan_servers();
+        self.runtime.down.retain(|k| present.contains(k));
+        self.runtime.weights.retain(|k, _| present.contains(k));
+        self.why.retain(|k, _| present.contains(k));
+        self.start_checks();
         release_memory();
         Ok(())
     }
@@ -264,6 +381,7 @@ impl Agent {
                 packets: t.packets,
                 bytes: t.bytes,
                 new_conns: t.new_conns,
+                table_builds: self.dp.table_builds(spec.id),
                 backends,
             });
         }
@@ -307,6 +425,18 @@ impl Agent {
     /// The current plan.
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+}
+
+/// Runs a notify script without waiting for it.
+fn notify(cmd: &str) {
+    match tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .spawn()
+    {
+        Ok(_) => {}
+        Err(e) => warn!("notify script {cmd:?}: {e}"),
     }
 }
 
@@ -376,7 +506,7 @@ pub fn limit_arenas() {
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(path: &Path, pid_file: &Path, socket: &Path, keep_dataplane: bool) -> Result<()> {
-    let mut agent = Agent::start(path)?;
+    let (mut agent, mut health_rx) = Agent::start(path)?;
     std::fs::write(pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
     let _ = std::fs::remove_file(socket);
@@ -401,6 +531,11 @@ pub async fn run(path: &Path, pid_file: &Path, socket: &Path, keep_dataplane: bo
                 info!("SIGHUP: reloading {}", agent.path.display());
                 if let Err(e) = agent.reload() {
                     error!("reload refused, the running config stays: {e:#}");
+                }
+            }
+            Some(ev) = health_rx.recv() => {
+                if let Err(e) = agent.on_health(ev) {
+                    error!("applying a health change: {e:#}");
                 }
             }
             Ok((conn, _)) = status.accept() => {

@@ -296,6 +296,8 @@ pub struct Dataplane {
     links: Vec<XdpLink>,
     /// Backends as last written, to skip rewriting unchanged ones.
     backends: std::collections::HashMap<u32, Backend>,
+    /// Maglev table writes per service id.
+    builds: BTreeMap<u32, u64>,
 }
 
 impl Dataplane {
@@ -375,6 +377,7 @@ impl Dataplane {
             adopted,
             links: Vec::new(),
             backends: Default::default(),
+            builds: BTreeMap::new(),
         };
         if adopted {
             let m: HashMap<&mut MapData, ServiceKey, Service> = dp.map("SERVICES")?;
@@ -629,6 +632,7 @@ impl Dataplane {
             None => 0,
         };
         self.write_table(spec.id, next, table)?;
+        *self.builds.entry(spec.id).or_default() += 1;
         let mut m: HashMap<&mut MapData, ServiceKey, Service> = self.map("SERVICES")?;
         m.insert(spec.key(), spec.value(next), 0)?;
         self.live_table.insert(spec.id, next);
@@ -709,6 +713,37 @@ impl Dataplane {
     /// Traffic of a backend, summed over CPUs.
     pub fn backend_traffic(&mut self, id: u32) -> Result<Traffic> {
         self.traffic("BACKEND_STATS", id)
+    }
+
+    /// Removes every connection of backend `id` and its NAT entry, so the
+    /// next packet of such a flow starts a new one. Returns how many.
+    pub fn purge_backend(&mut self, id: u32) -> Result<usize> {
+        let doomed: Vec<(FlowKey, Conn)> = {
+            let m: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
+            m.iter()
+                .filter_map(|r| r.ok())
+                .filter(|(_, c)| c.backend_id == id)
+                .collect()
+        };
+        for (key, c) in &doomed {
+            let rev = FlowKey::new(
+                c.backend_addr,
+                c.snat_addr,
+                c.backend_port,
+                c.snat_port,
+                key.proto,
+            );
+            let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
+            let _ = nats.remove(&rev);
+            let mut conns: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
+            let _ = conns.remove(key);
+        }
+        Ok(doomed.len())
+    }
+
+    /// How many times each service's Maglev table was written.
+    pub fn table_builds(&self, service_id: u32) -> u64 {
+        self.builds.get(&service_id).copied().unwrap_or(0)
     }
 
     /// The connection entry of a client → VIP flow.

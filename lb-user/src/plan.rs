@@ -23,10 +23,13 @@ pub struct Runtime {
     pub masters: BTreeSet<String>,
     /// Real servers failing their checks: (virtual server name, address, port).
     pub down: BTreeSet<(String, Ipv4Addr, u16)>,
+    /// Weights set by `misc_dynamic` checks, overriding the config's.
+    pub weights: BTreeMap<(String, Ipv4Addr, u16), u32>,
 }
 
 impl Runtime {
-    /// Before VRRP runs: the instances whose configured `state` is MASTER.
+    /// Before VRRP and health checks run: the instances whose configured
+    /// `state` is MASTER, and down only the `alpha` servers with a checker.
     pub fn from_config_hints(c: &Config) -> Self {
         Runtime {
             masters: c
@@ -35,7 +38,17 @@ impl Runtime {
                 .filter(|i| i.state == crate::config::VrrpState::Master)
                 .map(|i| i.name.clone())
                 .collect(),
-            down: BTreeSet::new(),
+            down: c
+                .virtual_servers
+                .iter()
+                .flat_map(|v| {
+                    v.real_servers
+                        .iter()
+                        .filter(|r| r.alpha && r.checker_count() > 0)
+                        .map(|r| (v.name.clone(), r.address, r.port))
+                })
+                .collect(),
+            weights: BTreeMap::new(),
         }
     }
 }
@@ -137,7 +150,8 @@ impl Plan {
             if v.lb_algo == LbAlgo::Sh {
                 flags |= SVC_SRC_HASH;
             }
-            let up = |addr: Ipv4Addr, port: u16| !rt.down.contains(&(v.name.clone(), addr, port));
+            let key = |r: &crate::config::RealServer| (v.name.clone(), r.address, r.port);
+            let up = |r: &crate::config::RealServer| !rt.down.contains(&key(r));
             let mut backends: Vec<BackendSpec> = v
                 .real_servers
                 .iter()
@@ -146,10 +160,14 @@ impl Plan {
                     addr: r.address,
                     port: r.port,
                     // Down, or inhibited: no new flows either way.
-                    weight: if up(r.address, r.port) { r.weight } else { 0 },
+                    weight: if up(r) {
+                        rt.weights.get(&key(r)).copied().unwrap_or(r.weight)
+                    } else {
+                        0
+                    },
                 })
                 .collect();
-            let healthy = backends.iter().filter(|b| b.weight > 0).count();
+            let healthy = v.real_servers.iter().filter(|r| up(r)).count();
             let mut sorry_active = false;
             if let Some(s) = v.sorry_server {
                 if healthy < v.quorum as usize {

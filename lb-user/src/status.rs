@@ -47,6 +47,8 @@ pub struct ServiceStatus {
     pub packets: u64,
     pub bytes: u64,
     pub new_conns: u64,
+    /// How many times this agent wrote the service's Maglev table.
+    pub table_builds: u64,
     pub backends: Vec<BackendStatus>,
 }
 

@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 use serde::{Deserialize, Serialize};
 
 pub use lines::LineIndex;
+pub use validate::status_ranges;
 
 /// A configuration that failed to load: one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,7 +321,21 @@ pub struct VirtualServer {
     pub quorum: u32,
     #[serde(default)]
     pub sorry_server: Option<Endpoint>,
+    /// What happens to established connections of a real server that goes down.
+    #[serde(default)]
+    pub on_down: OnDown,
     pub real_servers: Vec<RealServer>,
+}
+
+/// `on_down`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDown {
+    /// Keep their connection entries: they drain.
+    #[default]
+    Keep,
+    /// Purge their entries: the next packet of such a flow is a new flow.
+    Reset,
 }
 
 fn default_protocol() -> Protocol {

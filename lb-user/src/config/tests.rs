@@ -334,5 +334,9 @@ fn shipped_examples_are_valid() {
 #[test]
 fn real_server_stays_small() {
     // 100k real servers are held in memory: keep each one compact.
-    assert!(std::mem::size_of::<RealServer>() <= 128, "{}", std::mem::size_of::<RealServer>());
+    assert!(
+        std::mem::size_of::<RealServer>() <= 128,
+        "{}",
+        std::mem::size_of::<RealServer>()
+    );
 }

@@ -1,0 +1,658 @@
+//! Health checks of real servers, with keepalived's checker set: one task per
+//! server, each reporting up/down transitions with the reason.
+//!
+//! Unlike keepalived, the whole exchange of a check — connect, request and
+//! response — must finish within `connect_timeout`: a server that accepts and
+//! then trickles or hangs is down.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpSocket, TcpStream, UdpSocket},
+    sync::mpsc,
+    time::{sleep, timeout, Instant},
+};
+
+use crate::config::{status_ranges, CheckCommon, Config, StatusCodes};
+
+/// Which real server: (virtual server name, address, port).
+pub type ServerKey = (String, Ipv4Addr, u16);
+
+/// What one check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Healthy; `misc_dynamic` may also set the weight.
+    Up { weight: Option<u32> },
+    /// Failing, and why.
+    Down(String),
+}
+
+/// A state change of a real server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub server: ServerKey,
+    pub up: bool,
+    /// A new weight from `misc_dynamic`, if any.
+    pub weight: Option<u32>,
+    /// Why it is down, or what brought it up.
+    pub reason: String,
+}
+
+/// What a check does.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Tcp,
+    Http(Http),
+    Dns {
+        name: String,
+        qtype: String,
+    },
+    Misc {
+        command: String,
+        timeout: Duration,
+        dynamic: bool,
+    },
+}
+
+/// `http_get` / `ssl_get`.
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub tls: bool,
+    pub verify: bool,
+    pub path: String,
+    pub host: Option<String>,
+    pub version: String,
+    pub codes: Vec<(u16, u16)>,
+    pub codes_text: String,
+    pub digest: Option<String>,
+}
+
+/// One real server's checker.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    pub server: ServerKey,
+    /// Where the check connects (`connect_ip`/`connect_port` override the server).
+    pub target: SocketAddr,
+    pub common: CheckCommon,
+    pub delay_loop: Duration,
+    pub kind: Kind,
+    /// Starts down until the first success.
+    pub alpha: bool,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+/// The checkers the config asks for: one per real server with a checker block.
+pub fn checkers(config: &Config) -> Vec<Checker> {
+    let mut out = Vec::new();
+    for vs in &config.virtual_servers {
+        for rs in &vs.real_servers {
+            let (common, kind) = if let Some(c) = &rs.tcp_check {
+                (c.common(), Kind::Tcp)
+            } else if let Some(h) = rs
+                .http_get
+                .as_ref()
+                .map(|h| (h, false))
+                .or(rs.ssl_get.as_ref().map(|h| (h, true)))
+            {
+                let (h, tls) = h;
+                let codes = h
+                    .status_code
+                    .clone()
+                    .unwrap_or(StatusCodes::Ranges("200-299".into()));
+                let codes_text = match &codes {
+                    StatusCodes::One(c) => c.to_string(),
+                    StatusCodes::Ranges(r) => r.clone(),
+                };
+                (
+                    h.common(),
+                    Kind::Http(Http {
+                        tls,
+                        verify: h.verify_certificate,
+                        path: h.path.clone(),
+                        host: h.virtualhost.clone(),
+                        version: h.http_protocol.clone().unwrap_or_else(|| "1.0".into()),
+                        codes: status_ranges(&codes).unwrap_or_else(|| vec![(200, 299)]),
+                        codes_text,
+                        digest: h.digest.as_ref().map(|d| d.to_ascii_lowercase()),
+                    }),
+                )
+            } else if let Some(d) = &rs.dns_check {
+                (
+                    d.common(),
+                    Kind::Dns {
+                        name: d.name.clone(),
+                        qtype: d.qtype.to_ascii_uppercase(),
+                    },
+                )
+            } else if let Some(m) = &rs.misc_check {
+                let c = m.common();
+                let t = m.misc_timeout.unwrap_or(c.connect_timeout);
+                (
+                    c,
+                    Kind::Misc {
+                        command: m.misc_path.clone(),
+                        timeout: secs(t),
+                        dynamic: m.misc_dynamic,
+                    },
+                )
+            } else {
+                continue;
+            };
+            let ip = common.connect_ip.unwrap_or(rs.address);
+            let port = common.connect_port.unwrap_or(rs.port);
+            out.push(Checker {
+                server: (vs.name.clone(), rs.address, rs.port),
+                target: SocketAddr::from((ip, port)),
+                common,
+                delay_loop: secs(vs.delay_loop),
+                kind,
+                alpha: rs.alpha,
+            });
+        }
+    }
+    out
+}
+
+/// Runs `c` forever, sending an event on every transition. `up` is the state
+/// to start from (carried over a reload).
+pub async fn watch(c: Checker, mut up: bool, tx: mpsc::Sender<Event>) {
+    if let Some(w) = c.common.warmup.filter(|w| *w > 0.0) {
+        sleep(secs(w * fastrand::f64())).await;
+    }
+    let (mut fails, mut passes) = (0u32, 0u32);
+    let mut weight = None;
+    loop {
+        let outcome = probe(&c).await;
+        let pause = match outcome {
+            Outcome::Up { weight: w } => {
+                fails = 0;
+                let changed = w != weight;
+                weight = w;
+                if !up {
+                    passes += 1;
+                    if passes >= c.common.rise.max(1) {
+                        up = true;
+                        passes = 0;
+                        let reason = format!("{} successful check(s)", c.common.rise.max(1));
+                        if send(&tx, &c, true, weight, reason).await.is_err() {
+                            return;
+                        }
+                    }
+                } else if changed
+                    && send(&tx, &c, true, weight, "dynamic weight".into())
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                c.delay_loop
+            }
+            Outcome::Down(reason) => {
+                passes = 0;
+                if up {
+                    fails += 1;
+                    if fails >= c.common.retry.max(1) {
+                        up = false;
+                        fails = 0;
+                        if send(&tx, &c, false, None, reason).await.is_err() {
+                            return;
+                        }
+                        c.delay_loop
+                    } else {
+                        secs(c.common.delay_before_retry)
+                    }
+                } else {
+                    c.delay_loop
+                }
+            }
+        };
+        sleep(pause).await;
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Event>,
+    c: &Checker,
+    up: bool,
+    weight: Option<u32>,
+    reason: String,
+) -> Result<(), ()> {
+    tx.send(Event {
+        server: c.server.clone(),
+        up,
+        weight,
+        reason,
+    })
+    .await
+    .map_err(|_| ())
+}
+
+/// One check, bounded by `connect_timeout` as a whole (misc: `misc_timeout`).
+pub async fn probe(c: &Checker) -> Outcome {
+    let limit = secs(c.common.connect_timeout);
+    match &c.kind {
+        Kind::Misc {
+            command,
+            timeout: t,
+            dynamic,
+        } => misc(command, *t, *dynamic).await,
+        Kind::Dns { name, qtype } => match timeout(limit, dns(c, name, qtype)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Down(format!("no DNS answer within {}", show(limit))),
+        },
+        Kind::Tcp => match connect(c, limit).await {
+            Ok(_) => Outcome::Up { weight: None },
+            Err(e) => Outcome::Down(e),
+        },
+        Kind::Http(h) => {
+            let deadline = Instant::now() + limit;
+            let stream = match connect(c, limit).await {
+                Ok(s) => s,
+                Err(e) => return Outcome::Down(e),
+            };
+            let res = if h.tls {
+                match timeout_at(deadline, tls(stream, h, c.target)).await {
+                    Ok(Ok(s)) => http(s, h, deadline, limit).await,
+                    Ok(Err(e)) => Outcome::Down(format!("TLS handshake: {e}")),
+                    Err(_) => Outcome::Down(format!("TLS handshake timeout after {}", show(limit))),
+                }
+            } else {
+                http(stream, h, deadline, limit).await
+            };
+            res
+        }
+    }
+}
+
+async fn timeout_at<F: std::future::Future>(
+    deadline: Instant,
+    f: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::time::timeout_at(deadline, f).await
+}
+
+/// "3 s", "0.5 s".
+fn show(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+async fn connect(c: &Checker, limit: Duration) -> Result<TcpStream, String> {
+    let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    if let Some(b) = c.common.bindto {
+        sock.bind(SocketAddr::from((b, 0)))
+            .map_err(|e| format!("bind {b}: {e}"))?;
+    }
+    match timeout(limit, sock.connect(c.target)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("connect to {}: {e}", c.target)),
+        Err(_) => Err(format!("connect timeout after {}", show(limit))),
+    }
+}
+
+async fn tls(
+    stream: TcpStream,
+    h: &Http,
+    target: SocketAddr,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let config = if h.verify {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    } else {
+        rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert::new()))
+            .with_no_client_auth()
+    };
+    let name = match &h.host {
+        Some(host) => rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("virtualhost {host:?}: {e}"))?,
+        None => rustls::pki_types::ServerName::IpAddress(target.ip().into()),
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `ssl_get` without `verify_certificate`, like keepalived: any certificate.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl AnyCert {
+    fn new() -> Self {
+        AnyCert(Arc::new(rustls::crypto::ring::default_provider()))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Largest response a check reads.
+const MAX_RESPONSE: usize = 1 << 20;
+
+async fn http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    h: &Http,
+    deadline: Instant,
+    limit: Duration,
+) -> Outcome {
+    let host = h.host.clone().unwrap_or_else(|| "localhost".into());
+    let req = format!(
+        "GET {} HTTP/{}\r\nHost: {host}\r\nUser-Agent: xlb-healthcheck\r\nConnection: close\r\n\r\n",
+        h.path, h.version
+    );
+    match timeout_at(deadline, s.write_all(req.as_bytes())).await {
+        Err(_) => return Outcome::Down(format!("request timeout after {}", show(limit))),
+        Ok(Err(e)) => return Outcome::Down(format!("sending the request: {e}")),
+        Ok(Ok(())) => {}
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(done) = complete(&buf) {
+            return judge(h, done);
+        }
+        if buf.len() > MAX_RESPONSE {
+            return Outcome::Down("response over 1 MiB".into());
+        }
+        match timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return Outcome::Down(format!("response timeout after {}", show(limit))),
+            Ok(Err(e)) => return Outcome::Down(format!("reading the response: {e}")),
+            Ok(Ok(0)) => {
+                return match parse_head(&buf) {
+                    Some((code, body_at, _)) => judge(
+                        h,
+                        Response {
+                            code,
+                            body: buf[body_at..].to_vec(),
+                        },
+                    ),
+                    None => Outcome::Down("connection closed before a full response".into()),
+                }
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+struct Response {
+    code: u16,
+    body: Vec<u8>,
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// (status, body offset, framing) once the head is complete.
+fn parse_head(buf: &[u8]) -> Option<(u16, usize, Framing)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(at) = resp.parse(buf).ok()? else {
+        return None;
+    };
+    let mut framing = Framing::UntilClose;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if let Some(n) = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            {
+                framing = Framing::Length(n);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            && String::from_utf8_lossy(h.value)
+                .to_ascii_lowercase()
+                .contains("chunked")
+        {
+            framing = Framing::Chunked;
+        }
+    }
+    Some((resp.code?, at, framing))
+}
+
+/// The response, if `buf` holds all of it.
+fn complete(buf: &[u8]) -> Option<Response> {
+    let (code, at, framing) = parse_head(buf)?;
+    let body = &buf[at..];
+    match framing {
+        Framing::Length(n) => (body.len() >= n).then(|| Response {
+            code,
+            body: body[..n].to_vec(),
+        }),
+        Framing::Chunked => dechunk(body).map(|body| Response { code, body }),
+        Framing::UntilClose => None,
+    }
+}
+
+/// A whole chunked body, decoded; None while incomplete.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&b[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if b.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+fn judge(h: &Http, r: Response) -> Outcome {
+    if !h.codes.iter().any(|(a, b)| (*a..=*b).contains(&r.code)) {
+        return Outcome::Down(format!("status {} not in {}", r.code, h.codes_text));
+    }
+    if let Some(want) = &h.digest {
+        use md5::{Digest, Md5};
+        let got: String = Md5::digest(&r.body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if &got != want {
+            return Outcome::Down(format!("digest mismatch: body MD5 {got}, want {want}"));
+        }
+    }
+    Outcome::Up { weight: None }
+}
+
+async fn dns(c: &Checker, name: &str, qtype: &str) -> Outcome {
+    use hickory_proto::{
+        op::{Message, MessageType, OpCode, Query, ResponseCode},
+        rr::{Name, RecordType},
+    };
+    let rtype: RecordType = match qtype.parse() {
+        Ok(t) => t,
+        Err(_) => return Outcome::Down(format!("unknown query type {qtype}")),
+    };
+    let qname = match Name::from_ascii(name) {
+        Ok(n) => n,
+        Err(e) => return Outcome::Down(format!("query name {name:?}: {e}")),
+    };
+    let id: u16 = fastrand::u16(..);
+    let mut msg = Message::new();
+    msg.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true);
+    msg.add_query(Query::query(qname, rtype));
+    let bytes = match msg.to_vec() {
+        Ok(b) => b,
+        Err(e) => return Outcome::Down(format!("building the query: {e}")),
+    };
+    let bind = SocketAddr::from((c.common.bindto.unwrap_or(Ipv4Addr::UNSPECIFIED), 0));
+    let sock = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Down(format!("bind {bind}: {e}")),
+    };
+    if let Err(e) = sock.connect(c.target).await {
+        return Outcome::Down(format!("connect to {}: {e}", c.target));
+    }
+    if let Err(e) = sock.send(&bytes).await {
+        return Outcome::Down(format!("sending the query: {e}"));
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match sock.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => return Outcome::Down(format!("receiving: {e}")),
+        };
+        let reply = match Message::from_vec(&buf[..n]) {
+            Ok(m) => m,
+            Err(e) => return Outcome::Down(format!("malformed DNS reply: {e}")),
+        };
+        if reply.id() != id || reply.message_type() != MessageType::Response {
+            continue;
+        }
+        return match reply.response_code() {
+            ResponseCode::NoError => Outcome::Up { weight: None },
+            rc => Outcome::Down(format!("DNS rcode {rc}")),
+        };
+    }
+}
+
+async fn misc(command: &str, limit: Duration, dynamic: bool) -> Outcome {
+    let mut child = match tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return Outcome::Down(format!("running {command:?}: {e}")),
+    };
+    let status = match timeout(limit, child.wait()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Outcome::Down(format!("waiting for {command:?}: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
+            return Outcome::Down(format!("killed after {}", show(limit)));
+        }
+    };
+    match status.code() {
+        Some(0) => Outcome::Up { weight: None },
+        Some(code) if dynamic && code >= 2 => Outcome::Up {
+            weight: Some(code as u32 - 2),
+        },
+        Some(code) => Outcome::Down(format!("exit {code}")),
+        None => Outcome::Down("killed by a signal".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_and_length_framing() {
+        let r = complete(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcde").unwrap();
+        assert_eq!((r.code, r.body.as_slice()), (200, &b"abc"[..]));
+        assert!(complete(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab").is_none());
+        let c = b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        let r = complete(c).unwrap();
+        assert_eq!((r.code, r.body.as_slice()), (503, &b"abcde"[..]));
+        assert!(complete(&c[..c.len() - 7]).is_none());
+        assert!(complete(b"HTTP/1.0 200 OK\r\n\r\nuntil close").is_none());
+    }
+
+    #[test]
+    fn judge_codes_and_digest() {
+        let h = Http {
+            tls: false,
+            verify: false,
+            path: "/".into(),
+            host: None,
+            version: "1.0".into(),
+            codes: vec![(200, 299)],
+            codes_text: "200-299".into(),
+            // MD5 of "hello"
+            digest: Some("5d41402abc4b2a76b9719d911017c592".into()),
+        };
+        assert_eq!(
+            judge(
+                &h,
+                Response {
+                    code: 200,
+                    body: b"hello".to_vec()
+                }
+            ),
+            Outcome::Up { weight: None }
+        );
+        assert_eq!(
+            judge(
+                &h,
+                Response {
+                    code: 503,
+                    body: vec![]
+                }
+            ),
+            Outcome::Down("status 503 not in 200-299".into())
+        );
+        assert!(
+            matches!(judge(&h, Response { code: 200, body: b"hellO".to_vec() }), Outcome::Down(m) if m.starts_with("digest mismatch"))
+        );
+    }
+}
