@@ -343,10 +343,19 @@ impl Agent {
                             .iter()
                             .any(|r| (r.address, r.port) == (b.addr, b.port))
                 });
-                let down = self
-                    .runtime
-                    .down
-                    .contains(&(ps.name.clone(), b.addr, b.port));
+                let key = (ps.name.clone(), b.addr, b.port);
+                let down = self.runtime.down.contains(&key);
+                let checked = vs.is_some_and(|v| {
+                    v.real_servers
+                        .iter()
+                        .any(|r| (r.address, r.port) == (b.addr, b.port) && r.checker_count() > 0)
+                });
+                let why = match (self.why.get(&key), down, checked) {
+                    (Some(w), _, _) => w.clone(),
+                    (None, true, _) => "alpha: waiting for a first successful check".into(),
+                    (None, false, true) => "no check has failed yet".into(),
+                    (None, false, false) => "no checker: always up".into(),
+                };
                 let bt = self.dp.backend_traffic(b.id)?;
                 backends.push(BackendStatus {
                     address: b.addr,
@@ -354,11 +363,7 @@ impl Agent {
                     weight: b.weight,
                     sorry,
                     health: if down { "down" } else { "up" }.into(),
-                    why: if down {
-                        "failing its check".into()
-                    } else {
-                        "no health checks yet".into()
-                    },
+                    why,
                     packets: bt.packets,
                     bytes: bt.bytes,
                     new_conns: bt.new_conns,

@@ -18,6 +18,10 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     sync::{Mutex, OnceLock},
     thread,
     time::{Duration, Instant},
@@ -37,6 +41,8 @@ const BACKENDS: [Ipv4Addr; 3] = [
 ];
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
+/// The health-checked service: a1 and a2 on b1 and b2, the sorry server on b3.
+const APP_PORT: u16 = 8081;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Lab {
@@ -45,6 +51,8 @@ struct Lab {
     backends: Vec<Netns>,
     dir: PathBuf,
     agent: Mutex<Option<Child>>,
+    /// The app servers a1, a2 and sorry, which the health steps stop and start.
+    app: Vec<Switch>,
     /// XDP_PASS on the client and backend ends, so frames the LB sends with
     /// XDP_REDIRECT arrive.
     _pass: Vec<Ebpf>,
@@ -94,7 +102,25 @@ virtual_servers:
     protocol: udp
     snat: {{addresses: [{SNAT}]}}
     real_servers:
-{udp_reals}"
+{udp_reals}  - name: app
+    vip: {VIP}
+    port: {APP_PORT}
+    snat: {{addresses: [{SNAT}]}}
+    delay_loop: 0.3
+    quorum: 1
+    sorry_server: {{address: {sorry}, port: {APP_PORT}}}
+    real_servers:
+      - {{address: {a1}, port: {APP_PORT}, tcp_check: {{connect_timeout: 0.2, retry: 2, delay_before_retry: 0.1}}}}
+      - address: {a2}
+        port: {APP_PORT}
+        tcp_check: {{connect_timeout: 0.2, retry: 2, delay_before_retry: 0.1}}
+        notify_down: \"echo down >> {notify}\"
+        notify_up: \"echo up >> {notify}\"
+",
+        notify = std::env::temp_dir().join(format!("xlbt-{}", std::process::id())).join("notify").display(),
+        a1 = BACKENDS[0],
+        a2 = BACKENDS[1],
+        sorry = BACKENDS[2],
     )
 }
 
@@ -142,18 +168,31 @@ fn setup() -> Lab {
     }
     let dir = std::env::temp_dir().join(format!("xlbt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let app = ["a1", "a2", "sorry"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Switch {
+            backend: i,
+            name: n.to_string(),
+            running: Mutex::new(None),
+        })
+        .collect();
     Lab {
         client,
         lb,
         backends,
         dir,
         agent: Mutex::new(None),
+        app,
         _pass: pass,
     }
 }
 
 /// TCP and UDP servers in every backend namespace, on detached threads.
 fn start_servers(lab: &Lab) {
+    for a in &lab.app {
+        a.start();
+    }
     for (i, ns) in lab.backends.iter().enumerate() {
         ns.enter();
         let name = format!("b{}", i + 1);
@@ -172,6 +211,45 @@ fn start_servers(lab: &Lab) {
                 let _ = udp.send_to(format!("{name} {peer}").as_bytes(), peer);
             }
         });
+    }
+}
+
+/// A TCP server that can be stopped (its port then refuses connections) and
+/// started again; connections it accepted keep being served.
+struct Switch {
+    backend: usize,
+    name: String,
+    running: Mutex<Option<(Arc<AtomicBool>, thread::JoinHandle<()>)>>,
+}
+
+impl Switch {
+    fn start(&self) {
+        let lab = lab();
+        lab.backends[self.backend].enter();
+        let l = TcpListener::bind(("0.0.0.0", APP_PORT)).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, name) = (stop.clone(), self.name.clone());
+        let h = thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                let n = name.clone();
+                thread::spawn(move || serve_tcp(conn, &n));
+            }
+        });
+        *self.running.lock().unwrap() = Some((stop, h));
+    }
+
+    fn stop(&self) {
+        let Some((flag, h)) = self.running.lock().unwrap().take() else {
+            return;
+        };
+        flag.store(true, Ordering::SeqCst);
+        lab().backends[self.backend].enter();
+        // Wake the accept loop, which then drops the listener.
+        let _ = TcpStream::connect(("127.0.0.1", APP_PORT));
+        h.join().unwrap();
     }
 }
 
@@ -258,16 +336,24 @@ fn tcp_request(stream: &mut BufReader<TcpStream>) -> Result<(String, SocketAddr)
 }
 
 fn tcp_connect() -> Result<BufReader<TcpStream>, Failed> {
+    tcp_connect_to(80)
+}
+
+fn tcp_connect_to(port: u16) -> Result<BufReader<TcpStream>, Failed> {
     lab().client.enter();
-    let s = TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), Duration::from_secs(3))?;
+    let s = TcpStream::connect_timeout(&SocketAddr::from((VIP, port)), Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
     Ok(BufReader::new(s))
 }
 
 fn new_tcp_flows(n: usize) -> Result<BTreeMap<String, Vec<SocketAddr>>, Failed> {
+    new_flows_to(80, n)
+}
+
+fn new_flows_to(port: u16, n: usize) -> Result<BTreeMap<String, Vec<SocketAddr>>, Failed> {
     let mut seen: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
     for _ in 0..n {
-        let mut s = tcp_connect()?;
+        let mut s = tcp_connect_to(port)?;
         let (name, peer) = tcp_request(&mut s)?;
         seen.entry(name).or_default().push(peer);
     }
@@ -443,6 +529,137 @@ fn bad_reload_is_refused_and_the_old_config_keeps_serving() -> Result<(), Failed
     Ok(())
 }
 
+/// The app service as `xlb status --json` shows it.
+fn app_status() -> Result<serde_json::Value, Failed> {
+    let v: serde_json::Value = serde_json::from_str(&xlb_status(true)?)?;
+    let app = v["services"]
+        .as_array()
+        .ok_or("no services")?
+        .iter()
+        .find(|s| s["name"] == "app")
+        .cloned();
+    Ok(app.ok_or("no app service")?)
+}
+
+/// Polls the app service's status until `ok` holds.
+fn wait_app(
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value, Failed> {
+    let start = Instant::now();
+    loop {
+        let app = app_status()?;
+        if ok(&app) {
+            return Ok(app);
+        }
+        if start.elapsed() > STEP_TIMEOUT {
+            return Err(format!("app never {what}: {app:#}").into());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn health_of(app: &serde_json::Value, addr: Ipv4Addr) -> String {
+    app["backends"]
+        .as_array()
+        .and_then(|b| {
+            b.iter()
+                .find(|b| b["address"] == addr.to_string() && b["sorry"] == false)
+        })
+        .map(|b| b["health"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn health_takes_a_dead_backend_out_and_keeps_established_streams() -> Result<(), Failed> {
+    let lab = lab();
+    // A stream to a1, which stays up.
+    let mut stream = None;
+    for _ in 0..40 {
+        let mut s = tcp_connect_to(APP_PORT)?;
+        if tcp_request(&mut s)?.0 == "a1" {
+            stream = Some(s);
+            break;
+        }
+    }
+    let mut stream = stream.ok_or("no flow landed on a1")?;
+    lab.app[1].stop();
+    let app = wait_app("saw a2 down", |a| health_of(a, BACKENDS[1]) == "down")?;
+    let why = app["backends"][1]["why"].as_str().unwrap_or("");
+    if !why.contains("Connection refused") {
+        return Err(format!("a2 is down for {why:?}").into());
+    }
+    let seen = new_flows_to(APP_PORT, 20)?;
+    if seen.keys().collect::<Vec<_>>() != ["a1"] {
+        return Err(format!("with a2 down, new flows went to {seen:?}").into());
+    }
+    if tcp_request(&mut stream)?.0 != "a1" {
+        return Err("the established stream to a1 broke".into());
+    }
+    Ok(())
+}
+
+fn quorum_loss_moves_traffic_to_the_sorry_server_and_back() -> Result<(), Failed> {
+    let lab = lab();
+    lab.app[0].stop();
+    wait_app("switched to the sorry server", |a| {
+        a["sorry_active"] == true
+    })?;
+    let seen = new_flows_to(APP_PORT, 10)?;
+    if seen.keys().collect::<Vec<_>>() != ["sorry"] {
+        return Err(format!("below quorum, new flows went to {seen:?}").into());
+    }
+    lab.app[0].start();
+    lab.app[1].start();
+    wait_app("recovered", |a| {
+        a["sorry_active"] == false
+            && health_of(a, BACKENDS[0]) == "up"
+            && health_of(a, BACKENDS[1]) == "up"
+    })?;
+    let seen = new_flows_to(APP_PORT, 30)?;
+    if seen.keys().collect::<Vec<_>>() != ["a1", "a2"] {
+        return Err(format!("after recovery, new flows went to {seen:?}").into());
+    }
+    Ok(())
+}
+
+fn a_flapping_server_rebuilds_its_table_once_per_transition() -> Result<(), Failed> {
+    let lab = lab();
+    let transitions = || {
+        let a2 = format!("{}:{APP_PORT}", BACKENDS[1]);
+        agent_log(lab)
+            .lines()
+            .filter(|l| l.contains("real server") && l.contains(&a2))
+            .count()
+    };
+    let (builds0, moves0) = (
+        app_status()?["table_builds"].as_u64().unwrap_or(0),
+        transitions(),
+    );
+    for _ in 0..3 {
+        lab.app[1].stop();
+        wait_app("saw a2 down", |a| health_of(a, BACKENDS[1]) == "down")?;
+        lab.app[1].start();
+        wait_app("saw a2 up", |a| health_of(a, BACKENDS[1]) == "up")?;
+    }
+    let (builds, moves) = (
+        app_status()?["table_builds"].as_u64().unwrap_or(0) - builds0,
+        transitions() - moves0,
+    );
+    if moves != 6 || builds != 6 {
+        return Err(
+            format!("{moves} transitions logged, {builds} table builds; want 6 and 6").into(),
+        );
+    }
+    // Every transition ran the server's notify script.
+    thread::sleep(Duration::from_millis(200));
+    let notes = std::fs::read_to_string(lab.dir.join("notify"))?;
+    let (downs, ups) = (notes.matches("down").count(), notes.matches("up").count());
+    if downs < 4 || ups < 4 {
+        return Err(format!("notify scripts ran {downs} down and {ups} up times:\n{notes}").into());
+    }
+    Ok(())
+}
+
 /// kill -9 and a restart under a running stream: the pinned attachment keeps
 /// forwarding while no agent runs, the new agent takes over the maps, and the
 /// stream sees every byte in order with no reset.
@@ -546,6 +763,9 @@ fn main() {
             non_vip_traffic_to_the_node_is_untouched,
             reload_removes_a_backend_and_keeps_its_established_flow,
             bad_reload_is_refused_and_the_old_config_keeps_serving,
+            health_takes_a_dead_backend_out_and_keeps_established_streams,
+            quorum_loss_moves_traffic_to_the_sorry_server_and_back,
+            a_flapping_server_rebuilds_its_table_once_per_transition,
             kill_9_and_restart_keep_a_stream_whole,
             sigterm_detaches_xdp,
         ],
