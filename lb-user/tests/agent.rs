@@ -582,6 +582,16 @@ fn health_takes_a_dead_backend_out_and_keeps_established_streams() -> Result<(),
         }
     }
     let mut stream = stream.ok_or("no flow landed on a1")?;
+    // And one to a2, which is about to fail its checks.
+    let mut doomed = None;
+    for _ in 0..40 {
+        let mut s = tcp_connect_to(APP_PORT)?;
+        if tcp_request(&mut s)?.0 == "a2" {
+            doomed = Some(s);
+            break;
+        }
+    }
+    let mut doomed = doomed.ok_or("no flow landed on a2")?;
     lab.app[1].stop();
     let app = wait_app("saw a2 down", |a| health_of(a, BACKENDS[1]) == "down")?;
     let why = app["backends"][1]["why"].as_str().unwrap_or("");
@@ -594,6 +604,10 @@ fn health_takes_a_dead_backend_out_and_keeps_established_streams() -> Result<(),
     }
     if tcp_request(&mut stream)?.0 != "a1" {
         return Err("the established stream to a1 broke".into());
+    }
+    // on_down: keep (the default): a2's established flow drains on a2.
+    if tcp_request(&mut doomed)?.0 != "a2" {
+        return Err("the established stream to the down a2 did not drain on a2".into());
     }
     Ok(())
 }

@@ -333,6 +333,30 @@ fn tcp_rst_ends_and_fin_shortens() -> Result<(), Failed> {
     Ok(())
 }
 
+/// `on_down: reset`: a backend's connections are purged, so its flows start
+/// afresh; other backends' connections stay.
+fn purging_a_backend_removes_only_its_connections() -> Result<(), Failed> {
+    let mut dp = dp();
+    let mut by_backend: std::collections::HashMap<Ipv4Addr, Vec<u16>> = Default::default();
+    for p in 0..60u16 {
+        let (_, out) = run(&mut dp, &tcp(from_client(43000 + p, 80), SYN, b""));
+        by_backend
+            .entry(parse_valid(&out).dst)
+            .or_default()
+            .push(43000 + p);
+    }
+    let victim = BACKENDS[0].0;
+    let n = dp.purge_backend(0)?;
+    ensure_eq!(n, by_backend[&victim].len());
+    for (be, ports) in &by_backend {
+        for &p in ports {
+            let present = dp.conn(&flow(CLIENT, p, 80, PROTO_TCP))?.is_some();
+            ensure_eq!(present, *be != victim, "flow {p} to {be}");
+        }
+    }
+    Ok(())
+}
+
 fn vlan_tagged_flow_keeps_its_tag() -> Result<(), Failed> {
     let mut dp = dp();
     let p = vlan_tag(&tcp(from_client(40020, 80), SYN, b"x"), 42);
@@ -636,6 +660,7 @@ fn main() {
         udp_flow_expires_after_idle_timeout,
         tcp_rst_ends_and_fin_shortens,
         vlan_tagged_flow_keeps_its_tag,
+        purging_a_backend_removes_only_its_connections,
         unknown_neighbour_goes_to_the_kernel,
         policies_and_misses_are_counted,
         nexthop_cache_follows_a_neighbour_change,
