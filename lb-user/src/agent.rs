@@ -22,7 +22,7 @@ use crate::{
     dataplane::{addr_of, Attached, Dataplane},
     health::{self, ServerKey},
     plan::{Diff, Ids, Plan, Runtime},
-    status::{BackendStatus, ServiceStatus, Status, VrrpStatus},
+    status::{BackendStatus, CheckLatency, ServiceStatus, Status, VrrpStatus},
 };
 
 /// Where `run` writes its pid by default, for `xlb reload`.
@@ -47,6 +47,8 @@ pub struct Agent {
     watchers: Vec<tokio::task::JoinHandle<()>>,
     /// The last reason each checked server gave.
     why: BTreeMap<ServerKey, String>,
+    /// Durations of recent checks.
+    latencies: health::SharedLatencies,
 }
 
 /// The ifindex of `name` in this network namespace.
@@ -161,6 +163,7 @@ impl Agent {
             health_tx,
             watchers: Vec::new(),
             why: BTreeMap::new(),
+            latencies: Default::default(),
         };
         agent.start_checks();
         Ok((agent, health_rx))
@@ -190,8 +193,12 @@ impl Agent {
         }
         for c in checkers {
             let up = !self.runtime.down.contains(&c.server);
-            self.watchers
-                .push(tokio::spawn(health::watch(c, up, self.health_tx.clone())));
+            self.watchers.push(tokio::spawn(health::watch_timed(
+                c,
+                up,
+                self.health_tx.clone(),
+                self.latencies.clone(),
+            )));
         }
     }
 
@@ -412,7 +419,19 @@ impl Agent {
             .into_iter()
             .map(|(r, n)| (r.name().to_string(), n))
             .collect();
+        let (samples, p50, p90, p99, max) = self
+            .latencies
+            .lock()
+            .map(|l| l.percentiles())
+            .unwrap_or_default();
         Ok(Status {
+            checks: CheckLatency {
+                samples,
+                p50_ms: p50,
+                p90_ms: p90,
+                p99_ms: p99,
+                max_ms: max,
+            },
             node: self.config.global.router_id.clone(),
             interfaces: self.plan.interfaces.clone(),
             adopted: self.dp.adopted(),

@@ -161,16 +161,62 @@ pub fn checkers(config: &Config) -> Vec<Checker> {
     out
 }
 
+/// Durations of the most recent checks, for latency percentiles.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    ring: Vec<f32>,
+    next: usize,
+}
+
+/// How many recent check durations are kept.
+const LATENCY_SAMPLES: usize = 8192;
+
+impl Latencies {
+    /// Records one check's duration.
+    pub fn record(&mut self, d: Duration) {
+        let ms = d.as_secs_f32() * 1e3;
+        if self.ring.len() < LATENCY_SAMPLES {
+            self.ring.push(ms);
+        } else {
+            self.ring[self.next] = ms;
+        }
+        self.next = (self.next + 1) % LATENCY_SAMPLES;
+    }
+
+    /// (samples, p50, p90, p99, max) in milliseconds.
+    pub fn percentiles(&self) -> (usize, f32, f32, f32, f32) {
+        if self.ring.is_empty() {
+            return (0, 0.0, 0.0, 0.0, 0.0);
+        }
+        let mut v = self.ring.clone();
+        v.sort_by(f32::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (v.len(), at(0.5), at(0.9), at(0.99), v[v.len() - 1])
+    }
+}
+
+/// Shared by every checker task of an agent.
+pub type SharedLatencies = Arc<std::sync::Mutex<Latencies>>;
+
 /// Runs `c` forever, sending an event on every transition. `up` is the state
 /// to start from (carried over a reload).
-pub async fn watch(c: Checker, mut up: bool, tx: mpsc::Sender<Event>) {
+pub async fn watch(c: Checker, up: bool, tx: mpsc::Sender<Event>) {
+    watch_timed(c, up, tx, SharedLatencies::default()).await
+}
+
+/// [`watch`], recording every check's duration in `lat`.
+pub async fn watch_timed(c: Checker, mut up: bool, tx: mpsc::Sender<Event>, lat: SharedLatencies) {
     if let Some(w) = c.common.warmup.filter(|w| *w > 0.0) {
         sleep(secs(w * fastrand::f64())).await;
     }
     let (mut fails, mut passes) = (0u32, 0u32);
     let mut weight = None;
     loop {
+        let t = Instant::now();
         let outcome = probe(&c).await;
+        if let Ok(mut l) = lat.lock() {
+            l.record(t.elapsed());
+        }
         let pause = match outcome {
             Outcome::Up { weight: w } => {
                 fails = 0;

@@ -21,6 +21,18 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Every pass, drop and forward reason of the data path.
     pub reasons: BTreeMap<String, u64>,
+    /// Durations of the most recent health checks.
+    pub checks: CheckLatency,
+}
+
+/// Health-check duration percentiles over the most recent checks.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckLatency {
+    pub samples: usize,
+    pub p50_ms: f32,
+    pub p90_ms: f32,
+    pub p99_ms: f32,
+    pub max_ms: f32,
 }
 
 /// One VRRP instance.

@@ -28,6 +28,7 @@ commands:
   demo               the network-namespace lab demo
   bench dataplane    ns per packet of each data-path path vs a bare XDP forwarder
   bench agent        reload time and RSS of the agent with 100 VIPs x 1,000 real servers
+  bench health       agent CPU, RSS and check latency with 1,000 servers checked every second
 ";
 
 fn main() -> ExitCode {
@@ -94,7 +95,12 @@ fn run(args: &[&str]) -> Result<()> {
             require_root("the benchmark runs the agent in a network namespace")?;
             cargo(&["bench", "-p", "lb-user", "--bench", "agent"])
         }
-        ["bench", other] => bail!("bench {other}: not yet; available: dataplane, agent"),
+        ["bench", "health"] => {
+            setup()?;
+            require_root("the benchmark runs the agent in a network namespace")?;
+            cargo(&["bench", "-p", "lb-user", "--bench", "health"])
+        }
+        ["bench", other] => bail!("bench {other}: not yet; available: dataplane, agent, health"),
         _ => {
             print!("{USAGE}");
             if args.is_empty() || args == ["help"] || args == ["--help"] {
