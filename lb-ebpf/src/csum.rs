@@ -13,6 +13,19 @@ pub struct Endpoints {
     pub dst_port: u16,
 }
 
+impl Endpoints {
+    /// Towards the backend of `conn`, from its SNAT address.
+    #[inline(always)]
+    pub fn to_backend(conn: &lb_common::Conn) -> Self {
+        Endpoints {
+            src_addr: conn.snat_addr,
+            dst_addr: conn.backend_addr,
+            src_port: conn.snat_port,
+            dst_port: conn.backend_port,
+        }
+    }
+}
+
 /// Rewrites addresses and ports and patches both checksums incrementally.
 /// `ports` points at the L4 source/destination port pair and `l4_check` at the
 /// L4 checksum; a UDP checksum of 0 (none) stays 0.

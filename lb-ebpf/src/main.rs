@@ -167,12 +167,7 @@ fn process(ctx: &XdpContext) -> u32 {
             let reopened =
                 l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && conn.flags & CT_FIN != 0;
             if !reopened && !expired(cfg, ip_proto, conn.flags, conn.last_seen, now) {
-                let to = Endpoints {
-                    src_addr: conn.snat_addr,
-                    dst_addr: conn.backend_addr,
-                    src_port: conn.snat_port,
-                    dst_port: conn.backend_port,
-                };
+                let to = Endpoints::to_backend(conn);
                 if l4.tcp_flags & TCP_RST != 0 {
                     let _ = NATS.remove(&reverse_key(conn, ip_proto));
                     let _ = CONNS.remove(&key);
@@ -261,12 +256,7 @@ fn process(ctx: &XdpContext) -> u32 {
         let conn = unsafe { &mut *c };
         if nat::revive(conn, &key, backend_id, &be, svc.id, now) {
             traffic(svc.id, backend_id, bytes, true);
-            let to = Endpoints {
-                src_addr: conn.snat_addr,
-                dst_addr: conn.backend_addr,
-                src_port: conn.snat_port,
-                dst_port: conn.backend_port,
-            };
+            let to = Endpoints::to_backend(conn);
             return send(ctx, eth, ip, &l4, to, cfg, now);
         }
         let _ = NATS.remove(&reverse_key(conn, ip_proto));
@@ -277,12 +267,7 @@ fn process(ctx: &XdpContext) -> u32 {
         Err(AllocError::TableFull) => return drop(Reason::DropConnTableFull),
     };
     traffic(svc.id, backend_id, bytes, true);
-    let to = Endpoints {
-        src_addr: conn.snat_addr,
-        dst_addr: conn.backend_addr,
-        src_port: conn.snat_port,
-        dst_port: conn.backend_port,
-    };
+    let to = Endpoints::to_backend(&conn);
     send(ctx, eth, ip, &l4, to, cfg, now)
 }
 
