@@ -127,22 +127,7 @@ fn run(lab: &Lab, repeat: u32, rounds: u32) {
         .map(|i| (Ipv4Addr::new(10, 99, 1, 20 + i), [2, 0, 0, 0, 1, 20 + i]))
         .collect();
     for (ip, mac) in &extra {
-        let mac = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        lab.lb.ip(&[
-            "neigh",
-            "replace",
-            &ip.to_string(),
-            "lladdr",
-            &mac,
-            "dev",
-            "b0",
-            "nud",
-            "permanent",
-        ]);
+        lab.lb.neigh(*ip, *mac, "b0");
     }
     let mut dp = Dataplane::load(
         lb_user::dataplane::Limits {

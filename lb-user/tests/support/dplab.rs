@@ -65,24 +65,7 @@ pub fn setup() -> Lab {
     lb.ip(&["addr", "add", "10.99.0.1/24", "dev", "c0"]);
     lb.ip(&["addr", "add", "10.99.1.1/24", "dev", "b0"]);
     lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    let neigh = |ip: Ipv4Addr, mac: [u8; 6], dev: &str| {
-        let mac = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        lb.ip(&[
-            "neigh",
-            "replace",
-            &ip.to_string(),
-            "lladdr",
-            &mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ]);
-    };
+    let neigh = |ip: Ipv4Addr, mac: [u8; 6], dev: &str| lb.neigh(ip, mac, dev);
     neigh(CLIENT, CLIENT_MAC, "c0");
     neigh(SAME_LINK.0, SAME_LINK.1, "c0");
     for (ip, mac) in BACKENDS {

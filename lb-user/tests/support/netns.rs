@@ -87,6 +87,26 @@ impl Netns {
         );
     }
 
+    /// A permanent neighbour entry: `ip` has `mac` on `dev`.
+    pub fn neigh(&self, ip: std::net::Ipv4Addr, mac: [u8; 6], dev: &str) {
+        let mac = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        self.ip(&[
+            "neigh",
+            "replace",
+            &ip.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
+    }
+
     /// Spawns `cmd` inside the namespace. Unlike `ip netns exec`, this makes
     /// no private mount namespace, so bpffs pins outlive the child.
     pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<Child> {
