@@ -7,3 +7,4 @@ pub mod health;
 pub mod maglev;
 pub mod plan;
 pub mod status;
+pub mod vrrp;

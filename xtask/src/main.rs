@@ -15,7 +15,15 @@ use anyhow::{bail, Context, Result};
 const BPF_LINKER_VERSION: &str = "0.10.2";
 
 /// Debian packages the tests and the lab use.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "procps", "ethtool", "iputils-ping"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "procps",
+    "ethtool",
+    "iputils-ping",
+    "keepalived",
+    "nftables",
+    "tcpdump",
+];
 
 const USAGE: &str = "\
 usage: cargo xtask <command>

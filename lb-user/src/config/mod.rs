@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 use serde::{Deserialize, Serialize};
 
 pub use lines::LineIndex;
-pub use validate::status_ranges;
+pub use validate::{parse_cidr, status_ranges};
 
 /// A configuration that failed to load: one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +210,15 @@ pub struct VrrpInstance {
     pub virtual_ipaddress: Vec<String>,
     #[serde(default)]
     pub track_script: Vec<String>,
+    /// Health quorums of virtual servers this instance's priority follows.
+    #[serde(default)]
+    pub track_virtual_server: Vec<TrackVirtualServer>,
+    /// Gratuitous ARPs per address on becoming MASTER.
+    #[serde(default = "default_garp_repeat")]
+    pub garp_master_repeat: u32,
+    /// Seconds after becoming MASTER before a second burst; 0 sends none.
+    #[serde(default = "default_garp_delay")]
+    pub garp_master_delay: f64,
     #[serde(default)]
     pub notify_master: Option<String>,
     #[serde(default)]
@@ -220,6 +229,26 @@ pub struct VrrpInstance {
     pub notify_stop: Option<String>,
     #[serde(default)]
     pub notify: Option<String>,
+}
+
+fn default_garp_repeat() -> u32 {
+    5
+}
+fn default_garp_delay() -> f64 {
+    5.0
+}
+
+/// `track_virtual_server[]`: follow a virtual server's health quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackVirtualServer {
+    /// The virtual server's `name`.
+    pub name: String,
+    /// keepalived's weight semantics: 0 makes a lost quorum FAULT, a
+    /// positive weight is added while the quorum holds, a negative one is
+    /// added while it is lost.
+    #[serde(default)]
+    pub weight: i32,
 }
 
 fn default_vrrp_version() -> u8 {

@@ -224,6 +224,30 @@ fn instances(c: &Config, p: &mut Problems) {
                 );
             }
         }
+        for (j, t) in v.track_virtual_server.iter().enumerate() {
+            if !c.virtual_servers.iter().any(|vs| vs.name == t.name) {
+                err(
+                    p,
+                    format!("vrrp_instances[{i}].track_virtual_server[{j}].name"),
+                    format!("no virtual server named {:?}", t.name),
+                );
+            }
+            if !(-253..=253).contains(&t.weight) {
+                err(
+                    p,
+                    format!("vrrp_instances[{i}].track_virtual_server[{j}].weight"),
+                    format!("{} is out of range -253-253", t.weight),
+                );
+            }
+        }
+        if v.garp_master_repeat > 100 {
+            err(
+                p,
+                at("garp_master_repeat"),
+                format!("{} is more than 100", v.garp_master_repeat),
+            );
+        }
+        seconds(p, at("garp_master_delay"), v.garp_master_delay, 0.0, 3600.0);
         for (j, s) in v.track_script.iter().enumerate() {
             if !c.vrrp_scripts.contains_key(s) {
                 err(

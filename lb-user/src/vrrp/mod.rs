@@ -1,0 +1,791 @@
+//! VRRP (RFC 3768 v2 and RFC 5798 v3 for IPv4), wire-compatible with
+//! keepalived, so that only the MASTER holds an instance's virtual addresses
+//! and serves its virtual servers.
+//!
+//! The instances run on their own thread with their own runtime, so adverts
+//! keep their rhythm while the agent parses a large config or rebuilds
+//! tables. The agent hears about every state change and acknowledges once
+//! the data path follows; only then are the addresses added and announced,
+//! so the first packets after a takeover meet an enabled service.
+
+pub mod arp;
+pub mod fsm;
+pub mod net;
+pub mod track;
+pub mod wire;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config};
+use fsm::{Action, Machine, Settings, State};
+use net::{ArpSender, Netlink, VrrpSocket};
+use wire::{Advert, Auth};
+
+/// How long the agent may take to make the data path follow a state change.
+const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// At most one log line per instance and kind of dropped packet this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A state change the agent must follow.
+#[derive(Debug)]
+pub struct Event {
+    pub instance: String,
+    pub state: State,
+    /// Dropped or sent when the data path follows.
+    pub ack: oneshot::Sender<()>,
+}
+
+/// Requests from the agent.
+#[derive(Debug)]
+enum Command {
+    /// A virtual server's health quorum holds (true) or is lost.
+    Quorum { name: String, ok: bool },
+    /// Graceful stop: priority-0 adverts, addresses removed.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Counters of one instance, for status and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub became_master: u64,
+    /// Lower-priority adverts heard while MASTER.
+    pub split_brain: u64,
+    /// Dropped adverts by reason: ttl, version, auth, checksum, interval, truncated.
+    pub dropped: BTreeMap<&'static str, u64>,
+}
+
+/// One instance as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub instance: String,
+    pub state: &'static str,
+    pub priority: u8,
+    pub base_priority: u8,
+    pub master: Option<Ipv4Addr>,
+    /// What tracking does to the priority, e.g. "chk_nginx failed: -20".
+    pub tracking: Vec<String>,
+    pub counters: Counters,
+}
+
+/// Shared view of every instance.
+pub type SharedStatus = Arc<Mutex<Vec<InstanceStatus>>>;
+
+/// The agent's handle on the VRRP thread.
+pub struct Vrrp {
+    cmd: mpsc::UnboundedSender<Command>,
+    status: SharedStatus,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Vrrp {
+    /// Starts every instance of `config`; state changes arrive on the
+    /// returned channel. Fails if an interface or socket cannot be set up.
+    pub fn start(config: &Config) -> Result<(Vrrp, mpsc::Receiver<Event>)> {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::channel(64);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let status: SharedStatus = Default::default();
+        let config = config.clone();
+        let shared = status.clone();
+        let thread = std::thread::Builder::new()
+            .name("vrrp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::Error::from(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Engine::new(&config, ev_tx, shared).await {
+                        Ok(engine) => {
+                            let _ = ready_tx.send(Ok(()));
+                            engine.run(cmd_rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .context("starting the VRRP thread")?;
+        ready_rx
+            .recv()
+            .context("the VRRP thread ended while starting")??;
+        Ok((
+            Vrrp {
+                cmd: cmd_tx,
+                status,
+                thread: Some(thread),
+            },
+            ev_rx,
+        ))
+    }
+
+    /// Tells the instances tracking `name` whether its quorum holds.
+    pub fn quorum(&self, name: &str, ok: bool) {
+        let _ = self.cmd.send(Command::Quorum {
+            name: name.into(),
+            ok,
+        });
+    }
+
+    /// A snapshot of every instance.
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Masters send priority 0 and every address is removed; waits for it.
+    pub fn stop(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Stop(tx)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One interface's socket and what arrives on it.
+struct Iface {
+    name: String,
+    link: net::Link,
+    socket: Arc<VrrpSocket>,
+}
+
+/// One running instance.
+struct Instance {
+    name: String,
+    cfg: config::VrrpInstance,
+    vrid: u8,
+    iface: usize,
+    /// Source of our adverts, and the tie-breaker.
+    address: Ipv4Addr,
+    vips: Vec<(Ipv4Addr, u8)>,
+    auth: Auth,
+    machine: Machine,
+    base: u8,
+    /// When the second burst of gratuitous ARPs is due.
+    garp_again: Option<Instant>,
+    ip_id: u16,
+    counters: Counters,
+    logged: HashMap<&'static str, Instant>,
+}
+
+impl Instance {
+    /// Logs at most once per [`LOG_EVERY`] per kind.
+    fn log_limited(&mut self, kind: &'static str, msg: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if self
+            .logged
+            .get(kind)
+            .is_none_or(|t| now.duration_since(*t) >= LOG_EVERY)
+        {
+            self.logged.insert(kind, now);
+            warn!(instance = %self.name, "{msg}");
+        }
+    }
+}
+
+struct Engine {
+    ifaces: Vec<Iface>,
+    instances: Vec<Instance>,
+    netlink: Netlink,
+    arp: ArpSender,
+    events: mpsc::Sender<Event>,
+    status: SharedStatus,
+    scripts: BTreeMap<String, config::VrrpScript>,
+    /// Latest result of each script (None until its first run).
+    script_ok: BTreeMap<String, Option<bool>>,
+    /// Whether each tracked virtual server's quorum holds.
+    quorum_ok: BTreeMap<String, bool>,
+    /// Adverts for a VRID we do not run, per interface.
+    unknown_vrid: u64,
+}
+
+/// A datagram from one of the interfaces.
+struct Received {
+    iface: usize,
+    bytes: Vec<u8>,
+}
+
+impl Engine {
+    async fn new(c: &Config, events: mpsc::Sender<Event>, status: SharedStatus) -> Result<Engine> {
+        let netlink = Netlink::open()?;
+        let mut ifaces: Vec<Iface> = Vec::new();
+        let mut instances = Vec::new();
+        for i in &c.vrrp_instances {
+            let name = i.interface.clone().unwrap_or(c.global.interface.clone());
+            let iface = match ifaces.iter().position(|f| f.name == name) {
+                Some(n) => n,
+                None => {
+                    let link = netlink.link(&name).await?;
+                    let socket = Arc::new(VrrpSocket::open(&name, link.index)?);
+                    ifaces.push(Iface { name, link, socket });
+                    ifaces.len() - 1
+                }
+            };
+            let vips: Vec<(Ipv4Addr, u8)> = i
+                .virtual_ipaddress
+                .iter()
+                .filter_map(|s| config::parse_cidr(s))
+                .collect();
+            let link = ifaces[iface].link;
+            let address = match i.unicast_src_ip {
+                Some(a) => a,
+                None => netlink
+                    .addresses(link.index)
+                    .await?
+                    .into_iter()
+                    .find(|(a, _, primary)| *primary && !vips.iter().any(|(v, _)| v == a))
+                    .map(|(a, _, _)| a)
+                    .with_context(|| {
+                        format!(
+                            "vrrp_instances {}: {} has no IPv4 address to send adverts from",
+                            i.name, ifaces[iface].name
+                        )
+                    })?,
+            };
+            // Addresses left by an earlier run go until we are MASTER.
+            for (v, _) in &vips {
+                if netlink.del_address(link.index, *v).await? {
+                    info!(instance = %i.name, address = %v, "removed a virtual address left behind");
+                }
+            }
+            let settings = Settings {
+                version: i.version,
+                interval: Duration::from_secs_f64(i.advert_int),
+                preempt: i.preempt,
+                preempt_delay: Duration::from_secs_f64(i.preempt_delay),
+                address,
+                start_master: i.state == config::VrrpState::Master,
+            };
+            let base = i.priority.min(255) as u8;
+            instances.push(Instance {
+                name: i.name.clone(),
+                vrid: i.virtual_router_id as u8,
+                iface,
+                address,
+                vips,
+                auth: match &i.authentication {
+                    Some(a) => Auth::pass(&a.auth_pass),
+                    None => Auth::None,
+                },
+                machine: Machine::new(settings, base),
+                base,
+                garp_again: None,
+                ip_id: 0,
+                counters: Counters::default(),
+                logged: HashMap::new(),
+                cfg: i.clone(),
+            });
+        }
+        let arp = ArpSender::open()?;
+        let mut quorum_ok = BTreeMap::new();
+        for i in &c.vrrp_instances {
+            for t in &i.track_virtual_server {
+                quorum_ok.insert(t.name.clone(), true);
+            }
+        }
+        Ok(Engine {
+            ifaces,
+            instances,
+            netlink,
+            arp,
+            events,
+            status,
+            scripts: c.vrrp_scripts.clone(),
+            script_ok: BTreeMap::new(),
+            quorum_ok,
+            unknown_vrid: 0,
+        })
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
+        let (rx_tx, mut rx) = mpsc::channel::<Received>(256);
+        for (n, f) in self.ifaces.iter().enumerate() {
+            let socket = f.socket.clone();
+            let tx = rx_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1500];
+                loop {
+                    match socket.recv(&mut buf).await {
+                        Ok(len) => {
+                            let r = Received {
+                                iface: n,
+                                bytes: buf[..len].to_vec(),
+                            };
+                            if tx.send(r).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            warn!("receiving VRRP: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+        }
+        let (track_tx, mut track_rx) = mpsc::channel(64);
+        let used: std::collections::BTreeSet<&String> = self
+            .instances
+            .iter()
+            .flat_map(|i| i.cfg.track_script.iter())
+            .collect();
+        for name in used {
+            if let Some(s) = self.scripts.get(name) {
+                self.script_ok.insert(name.clone(), None);
+                tokio::spawn(track::watch(name.clone(), s.clone(), track_tx.clone()));
+            }
+        }
+        let now = Instant::now();
+        for n in 0..self.instances.len() {
+            self.retrack(n, now).await;
+            let a = self.instances[n].machine.start(now);
+            self.act(n, a).await;
+        }
+        self.publish();
+        loop {
+            let next = self.next_deadline();
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(r) = rx.recv() => self.on_datagram(r).await,
+                Some((name, ok)) = track_rx.recv() => {
+                    self.script_ok.insert(name, Some(ok));
+                    self.retrack_all().await;
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Quorum { name, ok }) => {
+                        if self.quorum_ok.get(&name).is_some_and(|q| *q != ok) {
+                            self.quorum_ok.insert(name, ok);
+                            self.retrack_all().await;
+                        }
+                    }
+                    Some(Command::Stop(done)) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.stop().await;
+                        return;
+                    }
+                },
+                _ = sleep => self.on_timers().await,
+            }
+            self.publish();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.instances
+            .iter()
+            .flat_map(|i| [i.machine.deadline(), i.garp_again])
+            .flatten()
+            .min()
+    }
+
+    async fn on_timers(&mut self) {
+        let now = Instant::now();
+        for n in 0..self.instances.len() {
+            let a = self.instances[n].machine.on_timer(now);
+            self.act(n, a).await;
+            if self.instances[n].garp_again.is_some_and(|t| t <= now) {
+                self.instances[n].garp_again = None;
+                self.announce(n);
+            }
+        }
+    }
+
+    /// Validates a datagram and hands it to its instance.
+    async fn on_datagram(&mut self, r: Received) {
+        let Ok(ip) = wire::parse_ipv4(&r.bytes) else {
+            return;
+        };
+        if ip.protocol != wire::PROTO_VRRP {
+            return;
+        }
+        let payload = &r.bytes[ip.header_len..ip.header_len + ip.payload_len];
+        let vrid = payload.get(1).copied();
+        let Some(n) = self
+            .instances
+            .iter()
+            .position(|i| i.iface == r.iface && Some(i.vrid) == vrid)
+        else {
+            self.unknown_vrid += 1;
+            return;
+        };
+        let inst = &mut self.instances[n];
+        if ip.src == inst.address {
+            return;
+        }
+        let drop = |inst: &mut Instance, kind: &'static str, why: String| {
+            *inst.counters.dropped.entry(kind).or_default() += 1;
+            inst.log_limited(
+                kind,
+                format_args!("dropped an advert from {}: {why}", ip.src),
+            );
+        };
+        if ip.ttl != wire::TTL {
+            drop(inst, "ttl", format!("TTL {} is not 255", ip.ttl));
+            return;
+        }
+        let packet = match wire::Packet::new_checked(payload) {
+            Ok(p) => p,
+            Err(e) => return drop(inst, "truncated", e.to_string()),
+        };
+        if packet.version() != inst.cfg.version {
+            let v = packet.version();
+            return drop(
+                inst,
+                "version",
+                format!("version {v}, this instance runs {}", inst.cfg.version),
+            );
+        }
+        let advert = match Advert::parse(&packet, ip.src, ip.dst) {
+            Ok((a, _)) => a,
+            Err(e @ wire::Error::Checksum) => return drop(inst, "checksum", e.to_string()),
+            Err(e @ wire::Error::AuthType(_)) => return drop(inst, "auth", e.to_string()),
+            Err(e) => return drop(inst, "truncated", e.to_string()),
+        };
+        if advert.auth != inst.auth {
+            return drop(inst, "auth", "authentication does not match".into());
+        }
+        let interval = Duration::from_millis(advert.interval_cs as u64 * 10);
+        if advert.version == 2 && interval != Duration::from_secs_f64(inst.cfg.advert_int) {
+            return drop(
+                inst,
+                "interval",
+                format!(
+                    "advert_int {} s, this instance uses {} s",
+                    interval.as_secs_f64(),
+                    inst.cfg.advert_int
+                ),
+            );
+        }
+        inst.counters.adverts_received += 1;
+        let a = inst
+            .machine
+            .on_advert(Instant::now(), ip.src, advert.priority, interval);
+        self.act(n, a).await;
+    }
+
+    /// Does what the state machine asks.
+    async fn act(&mut self, n: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send(p) => self.advertise(n, p),
+                Action::SplitBrain { from, priority } => {
+                    let i = &mut self.instances[n];
+                    i.counters.split_brain += 1;
+                    let mine = i.machine.priority();
+                    i.log_limited(
+                        "split_brain",
+                        format_args!(
+                            "split brain: {from} advertises priority {priority} while we are MASTER at {mine}; answered at once"
+                        ),
+                    );
+                }
+                Action::Enter(s) => self.enter(n, s, true).await,
+            }
+        }
+    }
+
+    /// Follows a state change: the data path first, then the addresses.
+    async fn enter(&mut self, n: usize, s: State, tell_agent: bool) {
+        let name = self.instances[n].name.clone();
+        let prio = self.instances[n].machine.priority();
+        info!(instance = %name, priority = prio, "entering {} state", s.name());
+        if s == State::Master {
+            self.instances[n].counters.became_master += 1;
+            if tell_agent {
+                self.tell_agent(&name, s).await;
+            }
+            let (index, vips) = (self.link(n).index, self.instances[n].vips.clone());
+            for (a, p) in vips {
+                if let Err(e) = self.netlink.add_address(index, a, p).await {
+                    error!(instance = %name, "{e:#}");
+                }
+            }
+            self.announce(n);
+            let delay = self.instances[n].cfg.garp_master_delay;
+            self.instances[n].garp_again =
+                (delay > 0.0).then(|| Instant::now() + Duration::from_secs_f64(delay));
+        } else {
+            self.instances[n].garp_again = None;
+            let (index, vips) = (self.link(n).index, self.instances[n].vips.clone());
+            for (a, _) in vips {
+                if let Err(e) = self.netlink.del_address(index, a).await {
+                    error!(instance = %name, "{e:#}");
+                }
+            }
+            if tell_agent {
+                self.tell_agent(&name, s).await;
+            }
+        }
+        let cfg = &self.instances[n].cfg;
+        let script = match s {
+            State::Master => &cfg.notify_master,
+            State::Backup => &cfg.notify_backup,
+            State::Fault => &cfg.notify_fault,
+            State::Init => &cfg.notify_stop,
+        };
+        if let Some(cmd) = script {
+            run_script(cmd, &[]);
+        }
+        if let Some(cmd) = &cfg.notify {
+            let state = if s == State::Init { "STOP" } else { s.name() };
+            run_script(cmd, &["INSTANCE", &name, state, &prio.to_string()]);
+        }
+    }
+
+    /// Waits, bounded, for the agent to make the data path follow.
+    async fn tell_agent(&self, instance: &str, state: State) {
+        let (ack, done) = oneshot::channel();
+        let ev = Event {
+            instance: instance.into(),
+            state,
+            ack,
+        };
+        if self.events.send(ev).await.is_ok()
+            && tokio::time::timeout(ACK_TIMEOUT, done).await.is_err()
+        {
+            warn!(
+                instance,
+                "the data path did not follow within {ACK_TIMEOUT:?}"
+            );
+        }
+    }
+
+    fn link(&self, n: usize) -> net::Link {
+        self.ifaces[self.instances[n].iface].link
+    }
+
+    /// Sends one advert with priority `p`, to the group or to each peer.
+    fn advertise(&mut self, n: usize, p: u8) {
+        let socket = self.ifaces[self.instances[n].iface].socket.clone();
+        let i = &mut self.instances[n];
+        let advert = Advert {
+            version: i.cfg.version,
+            vrid: i.vrid,
+            priority: p,
+            interval_cs: (i.cfg.advert_int * 100.0).round() as u16,
+            addresses: i.vips.iter().map(|(a, _)| *a).collect(),
+            auth: i.auth,
+        };
+        let peers = if i.cfg.unicast_peers.is_empty() {
+            vec![wire::GROUP]
+        } else {
+            i.cfg.unicast_peers.clone()
+        };
+        let mut buf = [0u8; 20 + 8 + 4 * 255 + wire::AUTH_LEN];
+        for dst in peers {
+            i.ip_id = i.ip_id.wrapping_add(1);
+            let len = advert.emit(&mut buf[20..], i.address, dst);
+            wire::emit_ipv4(&mut buf, i.address, dst, i.ip_id, len);
+            match socket.send(&buf[..20 + len], dst) {
+                Ok(()) => i.counters.adverts_sent += 1,
+                Err(e) => i.log_limited("send", format_args!("sending an advert to {dst}: {e}")),
+            }
+        }
+    }
+
+    /// A burst of gratuitous ARPs for every address of instance `n`.
+    fn announce(&mut self, n: usize) {
+        let link = self.link(n);
+        let i = &mut self.instances[n];
+        let vips: Vec<Ipv4Addr> = i.vips.iter().map(|(a, _)| *a).collect();
+        for _ in 0..i.cfg.garp_master_repeat {
+            for a in &vips {
+                if let Err(e) = self.arp.announce(link.index, link.mac, *a) {
+                    i.log_limited("garp", format_args!("gratuitous ARP for {a}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Recomputes every instance's priority and fault from tracking.
+    async fn retrack_all(&mut self) {
+        let now = Instant::now();
+        for n in 0..self.instances.len() {
+            let a = self.retrack(n, now).await;
+            self.act(n, a).await;
+        }
+    }
+
+    async fn retrack(&mut self, n: usize, now: Instant) -> Vec<Action> {
+        let (prio, fault, _) = self.tracked(n);
+        let i = &mut self.instances[n];
+        if prio != i.machine.priority() {
+            info!(instance = %i.name, from = i.machine.priority(), to = prio, "priority changed by tracking");
+            i.machine.set_priority(prio);
+        }
+        i.machine.set_fault(now, fault)
+    }
+
+    /// Effective priority, fault, and why, with keepalived's weights.
+    fn tracked(&self, n: usize) -> (u8, bool, Vec<String>) {
+        let i = &self.instances[n];
+        let mut why = Vec::new();
+        let mut items: Vec<(String, i32, Option<bool>)> = Vec::new();
+        for s in &i.cfg.track_script {
+            let w = self.scripts.get(s).map_or(0, |s| s.weight);
+            items.push((s.clone(), w, self.script_ok.get(s).copied().flatten()));
+        }
+        for t in &i.cfg.track_virtual_server {
+            let ok = self.quorum_ok.get(&t.name).copied();
+            items.push((format!("quorum of {}", t.name), t.weight, ok));
+        }
+        let (prio, fault) = effective(i.base, &items, &mut why);
+        (prio, fault, why)
+    }
+
+    fn publish(&self) {
+        let snapshot: Vec<InstanceStatus> = (0..self.instances.len())
+            .map(|n| {
+                let i = &self.instances[n];
+                let (_, _, tracking) = self.tracked(n);
+                InstanceStatus {
+                    instance: i.name.clone(),
+                    state: i.machine.state().name(),
+                    priority: i.machine.priority(),
+                    base_priority: i.base,
+                    master: i.machine.master(),
+                    tracking,
+                    counters: i.counters.clone(),
+                }
+            })
+            .collect();
+        if let Ok(mut s) = self.status.lock() {
+            *s = snapshot;
+        }
+    }
+
+    async fn stop(&mut self) {
+        for n in 0..self.instances.len() {
+            let a = self.instances[n].machine.stop();
+            for act in a {
+                match act {
+                    Action::Send(p) => self.advertise(n, p),
+                    Action::Enter(s) => self.enter(n, s, false).await,
+                    Action::SplitBrain { .. } => {}
+                }
+            }
+        }
+        self.publish();
+    }
+}
+
+/// keepalived's weights: 0 makes a failure FAULT; a positive weight is
+/// added while OK; a negative one is added while failed. A result not yet
+/// known counts as neither. The owner's 255 is never changed; any other
+/// priority stays within 1-254.
+fn effective(base: u8, items: &[(String, i32, Option<bool>)], why: &mut Vec<String>) -> (u8, bool) {
+    let mut p = base as i32;
+    let mut fault = false;
+    for (name, w, ok) in items {
+        match (*w, *ok) {
+            (0, Some(false)) => {
+                fault = true;
+                why.push(format!("{name} failed: FAULT"));
+            }
+            (w, Some(true)) if w > 0 => {
+                p += w;
+                why.push(format!("{name} OK: +{w}"));
+            }
+            (w, Some(false)) if w < 0 => {
+                p += w;
+                why.push(format!("{name} failed: {w}"));
+            }
+            _ => {}
+        }
+    }
+    if base == fsm::OWNER {
+        return (base, fault);
+    }
+    (p.clamp(1, 254) as u8, fault)
+}
+
+/// Runs a notify script, `cmd` followed by `args`, without waiting for it.
+pub fn run_script(cmd: &str, args: &[&str]) {
+    let r = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{cmd} \"$@\""))
+        .arg("sh")
+        .args(args)
+        .spawn();
+    if let Err(e) = r {
+        warn!("notify script {cmd:?}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(w: i32, ok: Option<bool>) -> (String, i32, Option<bool>) {
+        ("s".into(), w, ok)
+    }
+
+    #[test]
+    fn tracking_weights_follow_keepalived() {
+        let mut why = vec![];
+        assert_eq!(
+            effective(100, &[item(10, Some(true))], &mut why),
+            (110, false)
+        );
+        assert_eq!(
+            effective(100, &[item(10, Some(false))], &mut why),
+            (100, false)
+        );
+        assert_eq!(
+            effective(100, &[item(-30, Some(false))], &mut why),
+            (70, false)
+        );
+        assert_eq!(
+            effective(100, &[item(-30, Some(true))], &mut why),
+            (100, false)
+        );
+        assert_eq!(
+            effective(100, &[item(0, Some(false))], &mut why),
+            (100, true)
+        );
+        assert_eq!(effective(100, &[item(0, None)], &mut why), (100, false));
+        // Clamped to 1-254; the owner keeps 255.
+        assert_eq!(
+            effective(250, &[item(50, Some(true))], &mut why),
+            (254, false)
+        );
+        assert_eq!(
+            effective(20, &[item(-50, Some(false))], &mut why),
+            (1, false)
+        );
+        assert_eq!(
+            effective(255, &[item(-50, Some(false))], &mut why),
+            (255, false)
+        );
+    }
+}
