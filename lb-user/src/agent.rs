@@ -22,7 +22,8 @@ use crate::{
     dataplane::{addr_of, Attached, Dataplane},
     health::{self, ServerKey},
     plan::{Diff, Ids, Plan, Runtime},
-    status::{BackendStatus, CheckLatency, ServiceStatus, Status, VrrpStatus},
+    status::{BackendStatus, CheckLatency, ServiceStatus, Status},
+    vrrp::{self, fsm::State, Vrrp},
 };
 
 /// Where `run` writes its pid by default, for `xlb reload`.
@@ -49,6 +50,18 @@ pub struct Agent {
     why: BTreeMap<ServerKey, String>,
     /// Durations of recent checks.
     latencies: health::SharedLatencies,
+    /// The VRRP instances, when the config has any.
+    vrrp: Option<Vrrp>,
+    /// Last quorum state told to VRRP, per tracked virtual server.
+    quorum: BTreeMap<String, bool>,
+}
+
+/// What the running agent listens to besides signals and sockets.
+pub struct Inputs {
+    /// Health transitions from the checker tasks.
+    pub health: mpsc::Receiver<health::Event>,
+    /// VRRP state changes the data path must follow.
+    pub vrrp: Option<mpsc::Receiver<vrrp::Event>>,
 }
 
 /// The ifindex of `name` in this network namespace.
@@ -77,6 +90,21 @@ fn enable_forwarding() -> Result<()> {
     Ok(())
 }
 
+/// Lets the kernel forward the packets the data path hands it when a
+/// next hop has no neighbour entry yet. Those already carry the rewritten
+/// source, a VIP this node holds, which the kernel drops as a martian
+/// unless `accept_local` is on; forwarding them is what resolves the
+/// neighbour (a new VRRP master has never heard from the clients).
+fn accept_local(iface: &str) -> Result<()> {
+    let p = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
+    if std::fs::read_to_string(&p).is_ok_and(|s| s.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::write(&p, "1").with_context(|| format!("enabling {p}"))?;
+    info!(interface = %iface, "enabled accept_local: first packets to a new neighbour go through the kernel");
+    Ok(())
+}
+
 /// Applies a plan difference to the maps, removals first.
 fn apply(dp: &mut Dataplane, d: &Diff<'_>) -> Result<()> {
     if let Some(c) = d.config {
@@ -96,15 +124,14 @@ impl Agent {
     /// Loads the config and the program, attaches and programs the maps.
     /// Maps and attachments pinned by an earlier agent are taken over, so
     /// its connections keep flowing.
-    pub fn start(path: &Path) -> Result<(Agent, mpsc::Receiver<health::Event>)> {
+    pub fn start(path: &Path) -> Result<(Agent, Inputs)> {
         let text = read(path)?;
         let config = config::parse(&text, &path.display().to_string())?;
         let text_hash = hash(&text);
         drop(text);
-        let runtime = Runtime::from_config_hints(&config);
-        if !config.vrrp_instances.is_empty() {
-            warn!("VRRP is not running yet: services of instances with state MASTER are served, the others stand by");
-        }
+        let mut runtime = Runtime::from_config_hints(&config);
+        // VRRP decides: an instance's services wait for it to be MASTER.
+        runtime.masters.clear();
         let fresh = Plan::build(&config, &runtime, None);
         enable_forwarding()?;
         let pin = Path::new(&config.global.pin_path);
@@ -118,6 +145,7 @@ impl Agent {
         };
         for iface in &plan.interfaces {
             let how = dp.attach(iface, config.global.xdp_mode)?;
+            accept_local(iface)?;
             dp.add_egress(ifindex(iface)?)?;
             match how {
                 Attached::New(mode) => info!(interface = %iface, mode = ?mode, "XDP attached"),
@@ -152,6 +180,13 @@ impl Agent {
         apply(&mut dp, &diff)?;
         info!(services = plan.services.len(), "serving");
         release_memory();
+        let (vrrp, vrrp_rx) = if config.vrrp_instances.is_empty() {
+            (None, None)
+        } else {
+            let (v, rx) = Vrrp::start(&config)?;
+            info!(instances = config.vrrp_instances.len(), "VRRP started");
+            (Some(v), Some(rx))
+        };
         let (health_tx, health_rx) = mpsc::channel(1024);
         let mut agent = Agent {
             path: path.to_path_buf(),
@@ -164,9 +199,59 @@ impl Agent {
             watchers: Vec::new(),
             why: BTreeMap::new(),
             latencies: Default::default(),
+            vrrp,
+            quorum: BTreeMap::new(),
         };
         agent.start_checks();
-        Ok((agent, health_rx))
+        agent.sync_quorum();
+        Ok((
+            agent,
+            Inputs {
+                health: health_rx,
+                vrrp: vrrp_rx,
+            },
+        ))
+    }
+
+    /// Tells VRRP which tracked virtual servers hold their quorum.
+    fn sync_quorum(&mut self) {
+        let Some(v) = &self.vrrp else { return };
+        for inst in &self.config.vrrp_instances {
+            for t in &inst.track_virtual_server {
+                let Some(ps) = self.plan.services.iter().find(|s| s.name == t.name) else {
+                    continue;
+                };
+                let quorum = self
+                    .config
+                    .virtual_servers
+                    .iter()
+                    .find(|vs| vs.name == t.name)
+                    .map_or(1, |vs| vs.quorum as usize);
+                let ok = ps.healthy >= quorum;
+                if self.quorum.insert(t.name.clone(), ok) != Some(ok) {
+                    v.quorum(&t.name, ok);
+                }
+            }
+        }
+    }
+
+    /// A VRRP instance changed state: serve its virtual servers only as MASTER.
+    pub fn on_vrrp(&mut self, ev: vrrp::Event) -> Result<()> {
+        let changed = if ev.state == State::Master {
+            self.runtime.masters.insert(ev.instance.clone())
+        } else {
+            self.runtime.masters.remove(&ev.instance)
+        };
+        if changed {
+            let plan = Plan::build(&self.config, &self.runtime, Some(&self.plan.ids));
+            let diff = plan.diff(Some(&self.plan));
+            apply(&mut self.dp, &diff)?;
+            info!(instance = %ev.instance, services = diff.upsert.len(), "{} the instance's virtual servers",
+                if ev.state == State::Master { "serving" } else { "stopped serving" });
+            self.plan = plan;
+        }
+        let _ = ev.ack.send(());
+        Ok(())
     }
 
     /// Every real server of the running config.
@@ -256,14 +341,18 @@ impl Agent {
             }
         }
         self.plan = plan;
+        self.sync_quorum();
         Ok(())
     }
 
     /// Stops: detaches and unpins everything, or with `keep` leaves the data
     /// path running for the next agent to take over.
-    pub fn stop(mut self, keep: bool) -> Result<()> {
+    pub async fn stop(mut self, keep: bool) -> Result<()> {
         for w in self.watchers.drain(..) {
             w.abort();
+        }
+        if let Some(v) = self.vrrp.take() {
+            v.stop().await;
         }
         if keep {
             info!(pin_path = %self.config.global.pin_path, "leaving the data path running");
@@ -285,6 +374,11 @@ impl Agent {
         let config = config::parse(&text, &self.path.display().to_string())?;
         drop(text);
         let parsed = started.elapsed();
+        if config.vrrp_instances != self.config.vrrp_instances
+            || config.vrrp_scripts != self.config.vrrp_scripts
+        {
+            bail!("vrrp_instances or vrrp_scripts changed: restart the agent to apply them (a MASTER hands over gracefully on SIGTERM)");
+        }
         // New `alpha` servers start down, as at start-up.
         let old: std::collections::BTreeSet<ServerKey> = self.plan_servers();
         for k in Runtime::from_config_hints(&config).down {
@@ -325,6 +419,7 @@ impl Agent {
         self.runtime.weights.retain(|k, _| present.contains(k));
         self.why.retain(|k, _| present.contains(k));
         self.start_checks();
+        self.sync_quorum();
         release_memory();
         Ok(())
     }
@@ -397,22 +492,7 @@ impl Agent {
                 backends,
             });
         }
-        let vrrp = self
-            .config
-            .vrrp_instances
-            .iter()
-            .map(|i| VrrpStatus {
-                instance: i.name.clone(),
-                state: if self.runtime.masters.contains(&i.name) {
-                    "MASTER"
-                } else {
-                    "BACKUP"
-                }
-                .into(),
-                priority: i.priority,
-                note: "VRRP not running yet: the configured state".into(),
-            })
-            .collect();
+        let vrrp = self.vrrp.as_ref().map(|v| v.status()).unwrap_or_default();
         let reasons = self
             .dp
             .reasons()?
@@ -530,7 +610,7 @@ pub fn limit_arenas() {
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(path: &Path, pid_file: &Path, socket: &Path, keep_dataplane: bool) -> Result<()> {
-    let (mut agent, mut health_rx) = Agent::start(path)?;
+    let (mut agent, mut inputs) = Agent::start(path)?;
     std::fs::write(pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
     let _ = std::fs::remove_file(socket);
@@ -557,9 +637,14 @@ pub async fn run(path: &Path, pid_file: &Path, socket: &Path, keep_dataplane: bo
                     error!("reload refused, the running config stays: {e:#}");
                 }
             }
-            Some(ev) = health_rx.recv() => {
+            Some(ev) = inputs.health.recv() => {
                 if let Err(e) = agent.on_health(ev) {
                     error!("applying a health change: {e:#}");
+                }
+            }
+            Some(ev) = async { inputs.vrrp.as_mut().unwrap().recv().await }, if inputs.vrrp.is_some() => {
+                if let Err(e) = agent.on_vrrp(ev) {
+                    error!("following a VRRP state change: {e:#}");
                 }
             }
             Ok((conn, _)) = status.accept() => {
@@ -578,7 +663,7 @@ pub async fn run(path: &Path, pid_file: &Path, socket: &Path, keep_dataplane: bo
     }
     let _ = std::fs::remove_file(pid_file);
     let _ = std::fs::remove_file(socket);
-    agent.stop(keep_dataplane)
+    agent.stop(keep_dataplane).await
 }
 
 /// One `status` or `status json` request per connection.

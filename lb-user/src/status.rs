@@ -35,14 +35,8 @@ pub struct CheckLatency {
     pub max_ms: f32,
 }
 
-/// One VRRP instance.
-#[derive(Debug, Clone, Serialize)]
-pub struct VrrpStatus {
-    pub instance: String,
-    pub state: String,
-    pub priority: u32,
-    pub note: String,
-}
+/// One VRRP instance, as its thread reports it.
+pub type VrrpStatus = crate::vrrp::InstanceStatus;
 
 /// One virtual server.
 #[derive(Debug, Clone, Serialize)]
@@ -94,11 +88,30 @@ impl Status {
             }
         );
         for v in &self.vrrp {
-            let _ = writeln!(
+            let c = &v.counters;
+            let master = match v.master {
+                Some(m) => format!(", master {m}"),
+                None => String::new(),
+            };
+            let _ = write!(
                 o,
-                "vrrp {}: {} priority {} ({})",
-                v.instance, v.state, v.priority, v.note
+                "vrrp {}: {} priority {} (base {}){master}; adverts sent {} received {}, became master {}, split brain {}",
+                v.instance,
+                v.state,
+                v.priority,
+                v.base_priority,
+                c.adverts_sent,
+                c.adverts_received,
+                c.became_master,
+                c.split_brain
             );
+            for (why, n) in &c.dropped {
+                let _ = write!(o, ", dropped {why} {n}");
+            }
+            for t in &v.tracking {
+                let _ = write!(o, "; {t}");
+            }
+            o.push('\n');
         }
         for s in &self.services {
             let _ = writeln!(
@@ -227,6 +240,40 @@ impl Status {
             "1 while this node is MASTER of the instance",
             vrrp.clone(),
         );
+        let vprio = Family::<Inst, Gauge>::default();
+        reg.register(
+            "vrrp_priority",
+            "Effective VRRP priority after tracking",
+            vprio.clone(),
+        );
+        let vcount = |reg: &mut Registry, name: &str, help: &str| {
+            let f = Family::<Inst, Counter>::default();
+            reg.register(name, help, f.clone());
+            f
+        };
+        let vsent = vcount(&mut reg, "vrrp_adverts_sent", "VRRP adverts sent");
+        let vrecv = vcount(
+            &mut reg,
+            "vrrp_adverts_received",
+            "Valid VRRP adverts received",
+        );
+        let vmaster = vcount(&mut reg, "vrrp_became_master", "Transitions to MASTER");
+        let vsplit = vcount(
+            &mut reg,
+            "vrrp_split_brain",
+            "Lower-priority adverts heard while MASTER",
+        );
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Dropped {
+            instance: String,
+            reason: String,
+        }
+        let vdrop = Family::<Dropped, Counter>::default();
+        reg.register(
+            "vrrp_dropped",
+            "VRRP packets dropped, by reason",
+            vdrop.clone(),
+        );
         for s in &self.services {
             let l = Svc {
                 service: s.name.clone(),
@@ -255,10 +302,23 @@ impl Status {
                 .inc_by(*n);
         }
         for v in &self.vrrp {
-            vrrp.get_or_create(&Inst {
+            let l = Inst {
                 instance: v.instance.clone(),
-            })
-            .set((v.state == "MASTER") as i64);
+            };
+            vrrp.get_or_create(&l).set((v.state == "MASTER") as i64);
+            vprio.get_or_create(&l).set(v.priority as i64);
+            vsent.get_or_create(&l).inc_by(v.counters.adverts_sent);
+            vrecv.get_or_create(&l).inc_by(v.counters.adverts_received);
+            vmaster.get_or_create(&l).inc_by(v.counters.became_master);
+            vsplit.get_or_create(&l).inc_by(v.counters.split_brain);
+            for (why, n) in &v.counters.dropped {
+                vdrop
+                    .get_or_create(&Dropped {
+                        instance: v.instance.clone(),
+                        reason: why.to_string(),
+                    })
+                    .inc_by(*n);
+            }
         }
         let mut out = String::new();
         let _ = encode(&mut out, &reg);

@@ -152,13 +152,13 @@ impl Vrrp {
     }
 
     /// Masters send priority 0 and every address is removed; waits for it.
-    pub fn stop(mut self) {
+    pub async fn stop(mut self) {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Command::Stop(tx)).is_ok() {
-            let _ = rx.blocking_recv();
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
 }

@@ -4,3 +4,4 @@
 pub mod dplab;
 pub mod netns;
 pub mod packet;
+pub mod vrrplab;
