@@ -11,6 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_user::vrrp::{
+    arp,
+    wire::{self, Advert, Auth},
+};
 use libtest_mimic::{Arguments, Failed, Trial};
 use support::vrrplab::*;
 
@@ -34,7 +38,7 @@ fn inst(name: &str, prio: u32, extra: &str) -> String {
         (52, VIP2)
     };
     format!(
-        "  - name: {name}\n    virtual_router_id: {vrid}\n    priority: {prio}\n    version: 3\n    advert_int: {ADVERT}\n    virtual_ipaddress: [{vip}/24]\n{extra}"
+        "  - name: {name}\n    virtual_router_id: {vrid}\n    priority: {prio}\n    version: 3\n    advert_int: {ADVERT}\n    garp_master_delay: 1\n    virtual_ipaddress: [{vip}/24]\n{extra}"
     )
 }
 
@@ -101,6 +105,75 @@ fn election_of_two_agents_and_only_the_master_serves() -> Result<(), Failed> {
     check(n > 10, || format!("{n} answers from the VIP in 300 ms"))
 }
 
+/// Sends raw IPv4 datagrams from the client onto the LAN.
+fn inject(datagrams: Vec<Vec<u8>>) {
+    let client = lab().client.name.clone();
+    thread::spawn(move || {
+        use socket2::{Domain, Protocol, Socket, Type};
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
+        // SAFETY: moves only this thread into the client namespace.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).unwrap();
+        s.set_header_included_v4(true).unwrap();
+        s.bind_device(Some(b"eth0")).unwrap();
+        let to = std::net::SocketAddrV4::new(wire::GROUP, 0).into();
+        for d in datagrams {
+            s.send_to(&d, &to).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// A VRRPv3 advert for VRID 51 at priority 254 from the client, spoiled by `spoil`.
+fn hostile(spoil: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let a = Advert {
+        version: 3,
+        vrid: 51,
+        priority: 254,
+        interval_cs: 20,
+        addresses: vec![VIP],
+        auth: Auth::None,
+    };
+    let mut d = vec![0u8; 20 + a.buffer_len()];
+    let n = a.emit(&mut d[20..], CLIENT, wire::GROUP);
+    wire::emit_ipv4(&mut d, CLIENT, wire::GROUP, 0, n);
+    spoil(&mut d);
+    d
+}
+
+fn hostile_adverts_are_dropped_counted_and_change_nothing() -> Result<(), Failed> {
+    let l = lab();
+    let mut bad = Vec::new();
+    for _ in 0..3 {
+        bad.push(hostile(|d| d[8] = 254)); // TTL
+        bad.push(hostile(|d| d[27] ^= 1)); // checksum
+        bad.push(hostile(|d| d[20] = 0x21)); // version 2 to a v3 instance
+        bad.push(hostile(|d| d[21] = 99)); // another VRID
+        bad.push(hostile(|d| {
+            d.truncate(26); // shorter than the header
+            d[2..4].copy_from_slice(&26u16.to_be_bytes());
+        }));
+    }
+    inject(bad);
+    thread::sleep(Duration::from_millis(300));
+    let (s1, v1) = vrrp_state(0, "VI_1");
+    check(s1 == "MASTER" && l.holders(VIP) == [0], || {
+        format!("n1: {v1}")
+    })?;
+    let d = &v1["counters"]["dropped"];
+    for kind in ["ttl", "checksum", "version", "vrid", "truncated"] {
+        check(d[kind].as_u64() >= Some(3), || {
+            format!("dropped {kind}: {d}")
+        })?;
+    }
+    let log = std::fs::read_to_string(l.log(0))?;
+    check(log.matches("TTL 254 is not 255").count() == 1, || {
+        "one log line per kind, rate-limited".into()
+    })
+}
+
 fn kill_9_fails_over_within_master_down_and_the_client_gap_is_no_longer() -> Result<(), Failed> {
     let l = lab();
     let bound = master_down(3, ADVERT, 100) + SLACK;
@@ -141,6 +214,7 @@ fn a_restarted_higher_priority_agent_preempts() -> Result<(), Failed> {
 fn graceful_stop_hands_over_within_the_skew_time() -> Result<(), Failed> {
     let l = lab();
     let bound = skew(3, ADVERT, 100) + SLACK;
+    let arps = ArpCapture::start(l, Duration::from_millis(1800));
     let t0 = Instant::now();
     l.signal(0, libc::SIGTERM);
     let took = l.wait_holders(VIP, &[1], &[1], SETTLE)?;
@@ -149,7 +223,27 @@ fn graceful_stop_hands_over_within_the_skew_time() -> Result<(), Failed> {
     check(took <= bound && t0.elapsed() >= took, || {
         format!("handover took {took:?}, bound {bound:?}")
     })?;
-    check(!l.holds(0, VIP), || "the stopped agent kept the VIP".into())
+    check(!l.holds(0, VIP), || "the stopped agent kept the VIP".into())?;
+    // The new master announced the VIP: 5 gratuitous ARPs at once and 5
+    // more after garp_master_delay (1 s here).
+    let mac = l.nodes[1].mac("eth0");
+    let garps: Vec<Instant> = arps
+        .finish()
+        .into_iter()
+        .filter(|(_, f)| {
+            arp::Frame::new_checked(&f[..])
+                .is_some_and(|a| a.is_gratuitous() && a.sender_ip() == VIP && a.eth_src() == mac)
+        })
+        .map(|(t, _)| t)
+        .collect();
+    check(garps.len() == 10, || {
+        format!("{} gratuitous ARPs", garps.len())
+    })?;
+    let (first, second) = (garps[4] - garps[0], garps[5] - garps[0]);
+    check(
+        first < Duration::from_millis(50) && second >= Duration::from_millis(950),
+        || format!("bursts: first spans {first:?}, second starts after {second:?}"),
+    )
 }
 
 fn nopreempt_keeps_the_current_master() -> Result<(), Failed> {
@@ -193,7 +287,12 @@ fn track_script_moves_mastership_and_back() -> Result<(), Failed> {
         flag.display()
     );
     l.stop(0, libc::SIGTERM);
-    let cfg = l.agent_config(0, &scripts, &inst("VI_1", 150, "    track_script: [chk]\n"));
+    let notify = l.dir.join("n1-notify");
+    let extra = format!(
+        "    track_script: [chk]\n    notify: \"echo >> {n}\"\n    notify_master: \"echo master >> {n}\"\n    notify_backup: \"echo backup >> {n}\"\n    notify_stop: \"echo stop >> {n}\"\n",
+        n = notify.display()
+    );
+    let cfg = l.agent_config(0, &scripts, &inst("VI_1", 150, &extra));
     l.start_agent(0, &cfg);
     l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
     std::fs::remove_file(&flag)?;
@@ -209,7 +308,17 @@ fn track_script_moves_mastership_and_back() -> Result<(), Failed> {
     std::fs::write(&flag, "")?;
     l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
     let (_, v1) = vrrp_state(0, "VI_1");
-    check(v1["priority"] == 150, || format!("n1: {v1}"))
+    check(v1["priority"] == 150, || format!("n1: {v1}"))?;
+    // Scripts run without being waited for: give the last one a moment.
+    thread::sleep(Duration::from_millis(200));
+    let got = std::fs::read_to_string(&notify)?;
+    let want = "INSTANCE VI_1 BACKUP 150\nbackup\nINSTANCE VI_1 MASTER 150\nmaster\nINSTANCE VI_1 BACKUP 50\nbackup\nINSTANCE VI_1 MASTER 150\nmaster\n";
+    // Each transition's two scripts race each other: compare as multisets.
+    let mut lines: Vec<&str> = got.lines().collect();
+    let mut expect: Vec<&str> = want.lines().collect();
+    lines.sort();
+    expect.sort();
+    check(lines == expect, || format!("notify scripts wrote:\n{got}"))
 }
 
 fn three_agents_elect_the_highest_and_fall_back_in_order() -> Result<(), Failed> {
@@ -285,6 +394,79 @@ fn split_brain_is_answered_and_heals_within_one_advert_interval() -> Result<(), 
         m.contains("xlb_vrrp_split_brain_total{instance=\"VI_1\"}"),
         || format!("metrics lack the split-brain counter:\n{m}"),
     )?;
+    for n in [0, 1] {
+        l.stop(n, libc::SIGTERM);
+    }
+    Ok(())
+}
+
+fn unicast_peers_elect_without_multicast() -> Result<(), Failed> {
+    let l = lab();
+    let drop_multicast = |n: usize, add: bool| {
+        let ns = &l.nodes[n];
+        if add {
+            ns.exec(&["nft", "add", "table", "inet", "xlbt"]);
+            ns.exec(&[
+                "nft",
+                "add chain inet xlbt in { type filter hook input priority 0 ; }",
+            ]);
+            ns.exec(&["nft", "add rule inet xlbt in ip daddr 224.0.0.18 drop"]);
+        } else {
+            ns.exec(&["nft", "delete", "table", "inet", "xlbt"]);
+        }
+    };
+    for (n, prio, peer) in [(0, 150, 1), (1, 100, 0)] {
+        drop_multicast(n, true);
+        let extra = format!(
+            "    unicast_src_ip: {}\n    unicast_peers: [{}]\n",
+            node_addr(n),
+            node_addr(peer)
+        );
+        l.start_agent(n, &l.agent_config(n, "", &inst("VI_1", prio, &extra)));
+    }
+    let r = l.wait_holders(VIP, &[0, 1], &[0], SETTLE);
+    thread::sleep(Duration::from_secs(1));
+    let (s2, v2) = vrrp_state(1, "VI_1");
+    let held = l.holders(VIP);
+    for n in [0, 1] {
+        l.stop(n, libc::SIGTERM);
+        drop_multicast(n, false);
+    }
+    r?;
+    check(held == [0] && s2 == "BACKUP", || {
+        format!("{held:?} n2: {v2}")
+    })?;
+    check(
+        v2["counters"]["adverts_received"].as_u64() > Some(3),
+        || format!("n2: {v2}"),
+    )
+}
+
+fn health_quorum_tracking_moves_mastership() -> Result<(), Failed> {
+    let l = lab();
+    let flag = l.dir.join("backend-healthy");
+    std::fs::write(&flag, "")?;
+    let extra = "    track_virtual_server: [{name: dns-VI_1, weight: -100}]\n";
+    let cfg = l
+        .agent_config(0, "", &inst("VI_1", 150, extra))
+        .replace(
+            &format!("      - {{address: {BACKEND}, port: 53}}\n"),
+            &format!(
+                "      - {{address: {BACKEND}, port: 53, misc_check: {{misc_path: \"test -f {}\"}}}}\n    delay_loop: 0.1\n",
+                flag.display()
+            ),
+        );
+    check(cfg.contains("misc_check"), || cfg.clone())?;
+    l.start_agent(0, &cfg);
+    start(1, 100, "");
+    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
+    std::fs::remove_file(&flag)?;
+    let moved = l.wait_holders(VIP, &[0, 1], &[1], SETTLE);
+    let (_, v1) = vrrp_state(0, "VI_1");
+    moved?;
+    check(v1["priority"] == 50, || format!("n1: {v1}"))?;
+    std::fs::write(&flag, "")?;
+    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
     for n in [0, 1] {
         l.stop(n, libc::SIGTERM);
     }
@@ -409,6 +591,7 @@ fn main() {
     let lab = LAB.get_or_init(Lab::new);
     let trials = trials![
         election_of_two_agents_and_only_the_master_serves,
+        hostile_adverts_are_dropped_counted_and_change_nothing,
         kill_9_fails_over_within_master_down_and_the_client_gap_is_no_longer,
         a_restarted_higher_priority_agent_preempts,
         graceful_stop_hands_over_within_the_skew_time,
@@ -418,6 +601,8 @@ fn main() {
         three_agents_elect_the_highest_and_fall_back_in_order,
         dual_master_each_node_serves_only_its_own_vip,
         split_brain_is_answered_and_heals_within_one_advert_interval,
+        unicast_peers_elect_without_multicast,
+        health_quorum_tracking_moves_mastership,
         keepalived_interop_v2_with_pass_both_ways,
         keepalived_interop_v3_both_ways,
     ];

@@ -62,7 +62,8 @@ pub struct Counters {
     pub became_master: u64,
     /// Lower-priority adverts heard while MASTER.
     pub split_brain: u64,
-    /// Dropped adverts by reason: ttl, version, auth, checksum, interval, truncated.
+    /// Dropped adverts by reason: ttl, vrid (another VRID on this
+    /// interface), version, auth, checksum, interval, truncated.
     pub dropped: BTreeMap<&'static str, u64>,
 }
 
@@ -216,8 +217,6 @@ struct Engine {
     script_ok: BTreeMap<String, Option<bool>>,
     /// Whether each tracked virtual server's quorum holds.
     quorum_ok: BTreeMap<String, bool>,
-    /// Adverts for a VRID we do not run, per interface.
-    unknown_vrid: u64,
 }
 
 /// A datagram from one of the interfaces.
@@ -314,7 +313,6 @@ impl Engine {
             scripts: c.vrrp_scripts.clone(),
             script_ok: BTreeMap::new(),
             quorum_ok,
-            unknown_vrid: 0,
         })
     }
 
@@ -435,7 +433,11 @@ impl Engine {
             .iter()
             .position(|i| i.iface == r.iface && Some(i.vrid) == vrid)
         else {
-            self.unknown_vrid += 1;
+            // Another router's VRID, or a misconfiguration: counted on this
+            // interface's instances, not logged (shared LANs are normal).
+            for i in self.instances.iter_mut().filter(|i| i.iface == r.iface) {
+                *i.counters.dropped.entry("vrid").or_default() += 1;
+            }
             return;
         };
         let inst = &mut self.instances[n];

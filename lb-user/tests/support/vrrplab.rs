@@ -423,6 +423,70 @@ impl Prober {
     }
 }
 
+/// Captures ARP frames on the client for a while.
+pub struct ArpCapture {
+    handle: Option<thread::JoinHandle<Vec<(Instant, Vec<u8>)>>>,
+}
+
+impl ArpCapture {
+    pub fn start(lab: &Lab, how_long: Duration) -> ArpCapture {
+        let client = lab.client.name.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = thread::spawn(move || {
+            use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+            let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
+            // SAFETY: moves only this thread into the client namespace.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let proto = (libc::ETH_P_ARP as u16).to_be() as i32;
+            // SAFETY: plain socket(2); the fd is owned right after.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: fd is fresh and ours.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 50_000,
+            };
+            // SAFETY: tv is a valid timeval for SO_RCVTIMEO.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
+            let _ = ready_tx.send(());
+            let end = Instant::now() + how_long;
+            let mut out = Vec::new();
+            let mut buf = [0u8; 128];
+            while Instant::now() < end {
+                // SAFETY: buf is valid for its length.
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n > 0 {
+                    out.push((Instant::now(), buf[..n as usize].to_vec()));
+                }
+            }
+            out
+        });
+        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+        ArpCapture {
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits for the capture to end and returns (arrival, frame).
+    pub fn finish(mut self) -> Vec<(Instant, Vec<u8>)> {
+        self.handle.take().unwrap().join().unwrap_or_default()
+    }
+}
+
 /// The longest silence between answers, and how many there were.
 pub fn longest_gap(times: &[Instant]) -> (Duration, usize) {
     let gap = times
