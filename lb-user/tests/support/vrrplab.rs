@@ -423,9 +423,12 @@ impl Prober {
     }
 }
 
+/// Frames with their arrival times.
+pub type Frames = Vec<(Instant, Vec<u8>)>;
+
 /// Captures ARP frames on the client for a while.
 pub struct ArpCapture {
-    handle: Option<thread::JoinHandle<Vec<(Instant, Vec<u8>)>>>,
+    handle: Option<thread::JoinHandle<Frames>>,
 }
 
 impl ArpCapture {
@@ -482,7 +485,7 @@ impl ArpCapture {
     }
 
     /// Waits for the capture to end and returns (arrival, frame).
-    pub fn finish(mut self) -> Vec<(Instant, Vec<u8>)> {
+    pub fn finish(mut self) -> Frames {
         self.handle.take().unwrap().join().unwrap_or_default()
     }
 }
