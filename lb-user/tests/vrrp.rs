@@ -182,8 +182,8 @@ fn kill_9_fails_over_within_master_down_and_the_client_gap_is_no_longer() -> Res
     // The node dies: its agent without a goodbye, and its link. (The agent
     // alone dying would leave its pinned data path serving.)
     let t0 = Instant::now();
-    l.kill9(0);
     l.nodes[0].ip(&["link", "set", "eth0", "down"]);
+    l.kill9(0);
     let took = l.wait_holders(VIP, &[1], &[1], SETTLE)?;
     thread::sleep(Duration::from_millis(500));
     let times = probe.finish();
@@ -319,6 +319,39 @@ fn track_script_moves_mastership_and_back() -> Result<(), Failed> {
     lines.sort();
     expect.sort();
     check(lines == expect, || format!("notify scripts wrote:\n{got}"))
+}
+
+fn a_failing_weight_0_script_is_fault_and_hands_over_at_once() -> Result<(), Failed> {
+    let l = lab();
+    let flag = l.dir.join("n1-up");
+    std::fs::write(&flag, "")?;
+    let scripts = format!(
+        "vrrp_scripts:\n  link:\n    script: \"test -f {}\"\n    interval: 0.1\n    weight: 0\n",
+        flag.display()
+    );
+    l.stop(0, libc::SIGTERM);
+    let cfg = l.agent_config(
+        0,
+        &scripts,
+        &inst("VI_1", 150, "    track_script: [link]\n"),
+    );
+    l.start_agent(0, &cfg);
+    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
+    std::fs::remove_file(&flag)?;
+    // FAULT leaves with a priority-0 advert: n2 needs only its skew.
+    let t0 = Instant::now();
+    let took = l.wait_holders(VIP, &[0, 1], &[1], SETTLE)?;
+    let bound = Duration::from_millis(100) + skew(3, ADVERT, 100) + SLACK;
+    let (s1, v1) = vrrp_state(0, "VI_1");
+    check(s1 == "FAULT" && !serving(0, "dns-VI_1"), || {
+        format!("n1: {v1}")
+    })?;
+    check(took <= bound && t0.elapsed() >= took, || {
+        format!("n2 took over {took:?} after the script failed (bound {bound:?}, one script interval included)")
+    })?;
+    std::fs::write(&flag, "")?;
+    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
+    Ok(())
 }
 
 fn three_agents_elect_the_highest_and_fall_back_in_order() -> Result<(), Failed> {
@@ -598,6 +631,7 @@ fn main() {
         nopreempt_keeps_the_current_master,
         preempt_delay_defers_the_takeover,
         track_script_moves_mastership_and_back,
+        a_failing_weight_0_script_is_fault_and_hands_over_at_once,
         three_agents_elect_the_highest_and_fall_back_in_order,
         dual_master_each_node_serves_only_its_own_vip,
         split_brain_is_answered_and_heals_within_one_advert_interval,

@@ -37,6 +37,7 @@ commands:
   bench dataplane    ns per packet of each data-path path vs a bare XDP forwarder
   bench agent        reload time and RSS of the agent with 100 VIPs x 1,000 real servers
   bench health       agent CPU, RSS and check latency with 1,000 servers checked every second
+  bench failover     VRRP failover time of the agent and of keepalived, 20 trials at 1 s and 0.1 s
 ";
 
 fn main() -> ExitCode {
@@ -108,7 +109,14 @@ fn run(args: &[&str]) -> Result<()> {
             require_root("the benchmark runs the agent in a network namespace")?;
             cargo(&["bench", "-p", "lb-user", "--bench", "health"])
         }
-        ["bench", other] => bail!("bench {other}: not yet; available: dataplane, agent, health"),
+        ["bench", "failover"] => {
+            setup()?;
+            require_root("the benchmark builds a network-namespace lab")?;
+            cargo(&["bench", "-p", "lb-user", "--bench", "failover"])
+        }
+        ["bench", other] => {
+            bail!("bench {other}: not yet; available: dataplane, agent, health, failover")
+        }
         _ => {
             print!("{USAGE}");
             if args.is_empty() || args == ["help"] || args == ["--help"] {
