@@ -22,7 +22,6 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iputils-ping",
     "keepalived",
     "nftables",
-    "tcpdump",
 ];
 
 const USAGE: &str = "\
