@@ -521,6 +521,8 @@ impl Engine {
         let name = self.instances[n].name.clone();
         let prio = self.instances[n].machine.priority();
         info!(instance = %name, priority = prio, "entering {} state", s.name());
+        // Status shows the new state at once, not after the addresses move.
+        self.publish();
         if s == State::Master {
             self.instances[n].counters.became_master += 1;
             if tell_agent {
