@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{programs::Xdp, Ebpf};
+use aya::Ebpf;
 use libtest_mimic::{Arguments, Failed, Trial};
 use support::netns::*;
 
@@ -122,15 +122,6 @@ virtual_servers:
         a2 = BACKENDS[1],
         sorry = BACKENDS[2],
     )
-}
-
-fn attach_pass(ns: &Netns, dev: &str) -> Ebpf {
-    ns.enter();
-    let mut obj = Ebpf::load(lb_user::dataplane::BENCH_OBJECT).unwrap();
-    let prog: &mut Xdp = obj.program_mut("pass").unwrap().try_into().unwrap();
-    prog.load().unwrap();
-    prog.attach(dev, aya::programs::XdpMode::Driver).unwrap();
-    obj
 }
 
 fn setup() -> Lab {

@@ -173,3 +173,15 @@ pub fn veth(na: &Netns, a: &str, nb: &Netns, b: &str) {
     na.ip(&["link", "set", a, "up"]);
     nb.ip(&["link", "set", b, "up"]);
 }
+
+/// Attaches a bare XDP_PASS program to `dev` in `ns` (the calling thread
+/// moves there): frames sent into a veth with XDP_TX or XDP_REDIRECT arrive
+/// only when its peer runs an XDP program. Dropping the value detaches it.
+pub fn attach_pass(ns: &Netns, dev: &str) -> aya::Ebpf {
+    ns.enter();
+    let mut obj = aya::Ebpf::load(lb_user::dataplane::BENCH_OBJECT).unwrap();
+    let prog: &mut aya::programs::Xdp = obj.program_mut("pass").unwrap().try_into().unwrap();
+    prog.load().unwrap();
+    prog.attach(dev, aya::programs::XdpMode::Driver).unwrap();
+    obj
+}

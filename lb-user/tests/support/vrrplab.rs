@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{programs::Xdp, Ebpf};
+use aya::Ebpf;
 
 use super::netns::*;
 
@@ -60,15 +60,6 @@ pub struct Lab {
     pub dir: PathBuf,
     pub procs: Mutex<Vec<Option<Proc>>>,
     _pass: Vec<Ebpf>,
-}
-
-fn attach_pass(ns: &Netns, dev: &str) -> Ebpf {
-    ns.enter();
-    let mut obj = Ebpf::load(lb_user::dataplane::BENCH_OBJECT).unwrap();
-    let prog: &mut Xdp = obj.program_mut("pass").unwrap().try_into().unwrap();
-    prog.load().unwrap();
-    prog.attach(dev, aya::programs::XdpMode::Driver).unwrap();
-    obj
 }
 
 impl Lab {
