@@ -326,7 +326,7 @@ impl Agent {
                 &rs.notify_down
             };
             if let Some(cmd) = script {
-                notify(cmd);
+                vrrp::run_script(cmd, &[]);
             }
         }
         let reset = !ev.up && vs.on_down == crate::config::OnDown::Reset;
@@ -529,18 +529,6 @@ impl Agent {
     /// The current plan.
     pub fn plan(&self) -> &Plan {
         &self.plan
-    }
-}
-
-/// Runs a notify script without waiting for it.
-fn notify(cmd: &str) {
-    match tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(cmd)
-        .spawn()
-    {
-        Ok(_) => {}
-        Err(e) => warn!("notify script {cmd:?}: {e}"),
     }
 }
 

@@ -7,6 +7,7 @@
 mod support;
 
 use std::{
+    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
@@ -110,10 +111,7 @@ fn inject(datagrams: Vec<Vec<u8>>) {
     let client = lab().client.name.clone();
     thread::spawn(move || {
         use socket2::{Domain, Protocol, Socket, Type};
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
-        // SAFETY: moves only this thread into the client namespace.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        support::netns::enter_netns(&client);
         let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).unwrap();
         s.set_header_included_v4(true).unwrap();
         s.bind_device(Some(b"eth0")).unwrap();
@@ -278,23 +276,36 @@ fn preempt_delay_defers_the_takeover() -> Result<(), Failed> {
     })
 }
 
-fn track_script_moves_mastership_and_back() -> Result<(), Failed> {
+/// Restarts n1 (priority 150) tracking a script `name` that succeeds while
+/// the returned file exists, with `params` after its `script` key and
+/// `extra` instance keys; waits until n1 is MASTER again.
+fn restart_n1_tracking(name: &str, params: &str, extra: &str) -> Result<PathBuf, Failed> {
     let l = lab();
-    let flag = l.dir.join("n1-healthy");
+    let flag = l.dir.join(format!("n1-{name}-ok"));
     std::fs::write(&flag, "")?;
     let scripts = format!(
-        "vrrp_scripts:\n  chk:\n    script: \"test -f {}\"\n    interval: 0.1\n    weight: -100\n    fall: 2\n    rise: 2\n",
+        "vrrp_scripts:\n  {name}:\n    script: \"test -f {}\"\n    interval: 0.1\n{params}",
         flag.display()
     );
     l.stop(0, libc::SIGTERM);
+    let extra = format!("    track_script: [{name}]\n{extra}");
+    l.start_agent(0, &l.agent_config(0, &scripts, &inst("VI_1", 150, &extra)));
+    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
+    Ok(flag)
+}
+
+fn track_script_moves_mastership_and_back() -> Result<(), Failed> {
+    let l = lab();
     let notify = l.dir.join("n1-notify");
     let extra = format!(
-        "    track_script: [chk]\n    notify: \"echo >> {n}\"\n    notify_master: \"echo master >> {n}\"\n    notify_backup: \"echo backup >> {n}\"\n    notify_stop: \"echo stop >> {n}\"\n",
+        "    notify: \"echo >> {n}\"\n    notify_master: \"echo master >> {n}\"\n    notify_backup: \"echo backup >> {n}\"\n    notify_stop: \"echo stop >> {n}\"\n",
         n = notify.display()
     );
-    let cfg = l.agent_config(0, &scripts, &inst("VI_1", 150, &extra));
-    l.start_agent(0, &cfg);
-    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
+    let flag = restart_n1_tracking(
+        "chk",
+        "    weight: -100\n    fall: 2\n    rise: 2\n",
+        &extra,
+    )?;
     std::fs::remove_file(&flag)?;
     l.wait_holders(VIP, &[0, 1], &[1], SETTLE)?;
     let (s1, v1) = vrrp_state(0, "VI_1");
@@ -323,20 +334,7 @@ fn track_script_moves_mastership_and_back() -> Result<(), Failed> {
 
 fn a_failing_weight_0_script_is_fault_and_hands_over_at_once() -> Result<(), Failed> {
     let l = lab();
-    let flag = l.dir.join("n1-up");
-    std::fs::write(&flag, "")?;
-    let scripts = format!(
-        "vrrp_scripts:\n  link:\n    script: \"test -f {}\"\n    interval: 0.1\n    weight: 0\n",
-        flag.display()
-    );
-    l.stop(0, libc::SIGTERM);
-    let cfg = l.agent_config(
-        0,
-        &scripts,
-        &inst("VI_1", 150, "    track_script: [link]\n"),
-    );
-    l.start_agent(0, &cfg);
-    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
+    let flag = restart_n1_tracking("link", "    weight: 0\n", "")?;
     std::fs::remove_file(&flag)?;
     // FAULT leaves with a priority-0 advert: n2 needs only its skew.
     let t0 = Instant::now();

@@ -173,7 +173,6 @@ struct Iface {
 
 /// One running instance.
 struct Instance {
-    name: String,
     cfg: config::VrrpInstance,
     vrid: u8,
     iface: usize,
@@ -187,6 +186,8 @@ struct Instance {
     garp_again: Option<Instant>,
     ip_id: u16,
     counters: Counters,
+    /// What tracking does to the priority, as status shows it.
+    tracking: Vec<String>,
     logged: HashMap<&'static str, Instant>,
 }
 
@@ -200,7 +201,7 @@ impl Instance {
             .is_none_or(|t| now.duration_since(*t) >= LOG_EVERY)
         {
             self.logged.insert(kind, now);
-            warn!(instance = %self.name, "{msg}");
+            warn!(instance = %self.cfg.name, "{msg}");
         }
     }
 }
@@ -213,8 +214,8 @@ struct Engine {
     events: mpsc::Sender<Event>,
     status: SharedStatus,
     scripts: BTreeMap<String, config::VrrpScript>,
-    /// Latest result of each script (None until its first run).
-    script_ok: BTreeMap<String, Option<bool>>,
+    /// Latest result of each script (absent until its first run).
+    script_ok: BTreeMap<String, bool>,
     /// Whether each tracked virtual server's quorum holds.
     quorum_ok: BTreeMap<String, bool>,
 }
@@ -278,7 +279,6 @@ impl Engine {
             };
             let base = i.priority.min(255) as u8;
             instances.push(Instance {
-                name: i.name.clone(),
                 vrid: i.virtual_router_id as u8,
                 iface,
                 address,
@@ -292,6 +292,7 @@ impl Engine {
                 garp_again: None,
                 ip_id: 0,
                 counters: Counters::default(),
+                tracking: Vec::new(),
                 logged: HashMap::new(),
                 cfg: i.clone(),
             });
@@ -350,13 +351,13 @@ impl Engine {
             .collect();
         for name in used {
             if let Some(s) = self.scripts.get(name) {
-                self.script_ok.insert(name.clone(), None);
                 tokio::spawn(track::watch(name.clone(), s.clone(), track_tx.clone()));
             }
         }
         let now = Instant::now();
         for n in 0..self.instances.len() {
-            self.retrack(n, now).await;
+            // Before start, so a failing weight-0 script starts in FAULT.
+            self.retrack(n, now);
             let a = self.instances[n].machine.start(now);
             self.act(n, a).await;
         }
@@ -372,7 +373,7 @@ impl Engine {
             tokio::select! {
                 Some(r) = rx.recv() => self.on_datagram(r).await,
                 Some((name, ok)) = track_rx.recv() => {
-                    self.script_ok.insert(name, Some(ok));
+                    self.script_ok.insert(name, ok);
                     self.retrack_all().await;
                 }
                 cmd = cmds.recv() => match cmd {
@@ -497,6 +498,12 @@ impl Engine {
 
     /// Does what the state machine asks.
     async fn act(&mut self, n: usize, actions: Vec<Action>) {
+        self.act_telling(n, actions, true).await
+    }
+
+    /// As [`Engine::act`]; `tell_agent: false` leaves the data path alone
+    /// (on stop, the agent is the one waiting).
+    async fn act_telling(&mut self, n: usize, actions: Vec<Action>, tell_agent: bool) {
         for a in actions {
             match a {
                 Action::Send(p) => self.advertise(n, p),
@@ -511,14 +518,14 @@ impl Engine {
                         ),
                     );
                 }
-                Action::Enter(s) => self.enter(n, s, true).await,
+                Action::Enter(s) => self.enter(n, s, tell_agent).await,
             }
         }
     }
 
     /// Follows a state change: the data path first, then the addresses.
     async fn enter(&mut self, n: usize, s: State, tell_agent: bool) {
-        let name = self.instances[n].name.clone();
+        let name = self.instances[n].cfg.name.clone();
         let prio = self.instances[n].machine.priority();
         info!(instance = %name, priority = prio, "entering {} state", s.name());
         // Status shows the new state at once, not after the addresses move.
@@ -635,16 +642,17 @@ impl Engine {
     async fn retrack_all(&mut self) {
         let now = Instant::now();
         for n in 0..self.instances.len() {
-            let a = self.retrack(n, now).await;
+            let a = self.retrack(n, now);
             self.act(n, a).await;
         }
     }
 
-    async fn retrack(&mut self, n: usize, now: Instant) -> Vec<Action> {
-        let (prio, fault, _) = self.tracked(n);
+    fn retrack(&mut self, n: usize, now: Instant) -> Vec<Action> {
+        let (prio, fault, why) = self.tracked(n);
         let i = &mut self.instances[n];
+        i.tracking = why;
         if prio != i.machine.priority() {
-            info!(instance = %i.name, from = i.machine.priority(), to = prio, "priority changed by tracking");
+            info!(instance = %i.cfg.name, from = i.machine.priority(), to = prio, "priority changed by tracking");
             i.machine.set_priority(prio);
         }
         i.machine.set_fault(now, fault)
@@ -657,7 +665,7 @@ impl Engine {
         let mut items: Vec<(String, i32, Option<bool>)> = Vec::new();
         for s in &i.cfg.track_script {
             let w = self.scripts.get(s).map_or(0, |s| s.weight);
-            items.push((s.clone(), w, self.script_ok.get(s).copied().flatten()));
+            items.push((s.clone(), w, self.script_ok.get(s).copied()));
         }
         for t in &i.cfg.track_virtual_server {
             let ok = self.quorum_ok.get(&t.name).copied();
@@ -668,19 +676,17 @@ impl Engine {
     }
 
     fn publish(&self) {
-        let snapshot: Vec<InstanceStatus> = (0..self.instances.len())
-            .map(|n| {
-                let i = &self.instances[n];
-                let (_, _, tracking) = self.tracked(n);
-                InstanceStatus {
-                    instance: i.name.clone(),
-                    state: i.machine.state().name(),
-                    priority: i.machine.priority(),
-                    base_priority: i.base,
-                    master: i.machine.master(),
-                    tracking,
-                    counters: i.counters.clone(),
-                }
+        let snapshot: Vec<InstanceStatus> = self
+            .instances
+            .iter()
+            .map(|i| InstanceStatus {
+                instance: i.cfg.name.clone(),
+                state: i.machine.state().name(),
+                priority: i.machine.priority(),
+                base_priority: i.base,
+                master: i.machine.master(),
+                tracking: i.tracking.clone(),
+                counters: i.counters.clone(),
             })
             .collect();
         if let Ok(mut s) = self.status.lock() {
@@ -691,13 +697,7 @@ impl Engine {
     async fn stop(&mut self) {
         for n in 0..self.instances.len() {
             let a = self.instances[n].machine.stop();
-            for act in a {
-                match act {
-                    Action::Send(p) => self.advertise(n, p),
-                    Action::Enter(s) => self.enter(n, s, false).await,
-                    Action::SplitBrain { .. } => {}
-                }
-            }
+            self.act_telling(n, a, false).await;
         }
         self.publish();
     }
@@ -750,46 +750,29 @@ pub fn run_script(cmd: &str, args: &[&str]) {
 mod tests {
     use super::*;
 
-    fn item(w: i32, ok: Option<bool>) -> (String, i32, Option<bool>) {
-        ("s".into(), w, ok)
-    }
-
     #[test]
     fn tracking_weights_follow_keepalived() {
+        // (base, weight, result, effective priority, fault)
+        let cases = [
+            (100, 10, Some(true), 110, false),
+            (100, 10, Some(false), 100, false),
+            (100, -30, Some(false), 70, false),
+            (100, -30, Some(true), 100, false),
+            (100, 0, Some(false), 100, true),
+            (100, 0, None, 100, false),
+            // Clamped to 1-254; the owner keeps 255.
+            (250, 50, Some(true), 254, false),
+            (20, -50, Some(false), 1, false),
+            (255, -50, Some(false), 255, false),
+        ];
         let mut why = vec![];
-        assert_eq!(
-            effective(100, &[item(10, Some(true))], &mut why),
-            (110, false)
-        );
-        assert_eq!(
-            effective(100, &[item(10, Some(false))], &mut why),
-            (100, false)
-        );
-        assert_eq!(
-            effective(100, &[item(-30, Some(false))], &mut why),
-            (70, false)
-        );
-        assert_eq!(
-            effective(100, &[item(-30, Some(true))], &mut why),
-            (100, false)
-        );
-        assert_eq!(
-            effective(100, &[item(0, Some(false))], &mut why),
-            (100, true)
-        );
-        assert_eq!(effective(100, &[item(0, None)], &mut why), (100, false));
-        // Clamped to 1-254; the owner keeps 255.
-        assert_eq!(
-            effective(250, &[item(50, Some(true))], &mut why),
-            (254, false)
-        );
-        assert_eq!(
-            effective(20, &[item(-50, Some(false))], &mut why),
-            (1, false)
-        );
-        assert_eq!(
-            effective(255, &[item(-50, Some(false))], &mut why),
-            (255, false)
-        );
+        for (base, w, ok, prio, fault) in cases {
+            let item = ("s".to_string(), w, ok);
+            assert_eq!(
+                effective(base, &[item], &mut why),
+                (prio, fault),
+                "base {base}, weight {w}, {ok:?}"
+            );
+        }
     }
 }

@@ -44,6 +44,15 @@ pub fn reap_stale() {
     }
 }
 
+/// Moves the calling thread into the namespace called `name`; threads that
+/// only carry a name (not the [`Netns`]) use this.
+pub fn enter_netns(name: &str) {
+    let f = File::open(format!("/run/netns/{name}")).expect("open netns");
+    // SAFETY: setns only changes the calling thread's network namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
 /// A network namespace that lives as long as this value.
 pub struct Netns {
     pub name: String,
@@ -76,15 +85,7 @@ impl Netns {
 
     /// Moves the calling thread into the namespace.
     pub fn enter(&self) {
-        let f = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "setns {}: {}",
-            self.name,
-            std::io::Error::last_os_error()
-        );
+        enter_netns(&self.name);
     }
 
     /// A permanent neighbour entry: `ip` has `mac` on `dev`.

@@ -271,10 +271,7 @@ impl Lab {
         let ns = self.nodes[n].name.clone();
         thread::spawn(move || {
             use std::io::{Read, Write};
-            use std::os::fd::AsRawFd;
-            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-            // SAFETY: moves only this thread into the node's namespace.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            enter_netns(&ns);
             let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT)) else {
                 return String::new();
             };
@@ -379,10 +376,7 @@ impl Prober {
         let flag = stop.clone();
         let client = lab.client.name.clone();
         let handle = thread::spawn(move || {
-            let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
-            use std::os::fd::AsRawFd;
-            // SAFETY: moves only this thread into the client namespace.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            enter_netns(&client);
             let s = UdpSocket::bind(("0.0.0.0", 0)).unwrap();
             s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
             let mut got = Vec::new();
@@ -428,9 +422,7 @@ impl ArpCapture {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = thread::spawn(move || {
             use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-            let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
-            // SAFETY: moves only this thread into the client namespace.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            enter_netns(&client);
             let proto = (libc::ETH_P_ARP as u16).to_be() as i32;
             // SAFETY: plain socket(2); the fd is owned right after.
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
