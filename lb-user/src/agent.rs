@@ -36,6 +36,8 @@ const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The running agent's state.
 pub struct Agent {
     path: PathBuf,
+    /// `--pin-path`: replaces `global.pin_path` of every config read.
+    pin_path: Option<String>,
     /// Hash of the file's bytes, so a reload of an unchanged file is free.
     text_hash: u64,
     config: Config,
@@ -124,9 +126,9 @@ impl Agent {
     /// Loads the config and the program, attaches and programs the maps.
     /// Maps and attachments pinned by an earlier agent are taken over, so
     /// its connections keep flowing.
-    pub fn start(path: &Path) -> Result<(Agent, Inputs)> {
+    pub fn start(path: &Path, pin_path: Option<String>) -> Result<(Agent, Inputs)> {
         let text = read(path)?;
-        let config = config::parse(&text, &path.display().to_string())?;
+        let config = parse(&text, path, &pin_path)?;
         let text_hash = hash(&text);
         drop(text);
         let mut runtime = Runtime::from_config_hints(&config);
@@ -190,6 +192,7 @@ impl Agent {
         let (health_tx, health_rx) = mpsc::channel(1024);
         let mut agent = Agent {
             path: path.to_path_buf(),
+            pin_path,
             text_hash,
             config,
             runtime,
@@ -371,7 +374,7 @@ impl Agent {
             info!(changed = 0, "reloaded: the file is unchanged");
             return Ok(());
         }
-        let config = config::parse(&text, &self.path.display().to_string())?;
+        let config = parse(&text, &self.path, &self.pin_path)?;
         drop(text);
         let parsed = started.elapsed();
         if config.vrrp_instances != self.config.vrrp_instances
@@ -532,6 +535,15 @@ impl Agent {
     }
 }
 
+/// Parses a config, with the command line's pin path in place of its own.
+fn parse(text: &str, path: &Path, pin_path: &Option<String>) -> Result<Config> {
+    let mut config = config::parse(text, &path.display().to_string())?;
+    if let Some(p) = pin_path {
+        config.global.pin_path = p.clone();
+    }
+    Ok(config)
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -596,9 +608,29 @@ pub fn limit_arenas() {
     }
 }
 
+/// How `xlb run` was invoked.
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub pid_file: PathBuf,
+    /// Unix socket for `xlb status`.
+    pub socket: PathBuf,
+    /// On exit, leave the data path attached and pinned for the next agent.
+    pub keep_dataplane: bool,
+    /// Replaces `global.pin_path`: two agents on one host need two.
+    pub pin_path: Option<String>,
+}
+
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(path: &Path, pid_file: &Path, socket: &Path, keep_dataplane: bool) -> Result<()> {
-    let (mut agent, mut inputs) = Agent::start(path)?;
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let RunOptions {
+        config: path,
+        pid_file,
+        socket,
+        keep_dataplane,
+        pin_path,
+    } = opts;
+    let (pid_file, socket) = (pid_file.as_path(), socket.as_path());
+    let (mut agent, mut inputs) = Agent::start(&path, pin_path)?;
     std::fs::write(pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
     let _ = std::fs::remove_file(socket);

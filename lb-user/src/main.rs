@@ -32,6 +32,9 @@ enum Cmd {
         /// Unix socket for `xlb status`.
         #[arg(long, default_value = agent::SOCKET)]
         socket: PathBuf,
+        /// Overrides `global.pin_path` (to run two agents on one host).
+        #[arg(long)]
+        pin_path: Option<String>,
     },
     /// VRRP state, services, backends with health and weight, and counters,
     /// from the running agent.
@@ -89,10 +92,17 @@ fn run(cmd: Cmd) -> Result<()> {
             pid_file,
             keep_dataplane,
             socket,
+            pin_path,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(agent::run(&config, &pid_file, &socket, keep_dataplane)),
+            .block_on(agent::run(agent::RunOptions {
+                config,
+                pid_file,
+                socket,
+                keep_dataplane,
+                pin_path,
+            })),
         Cmd::Status { json, socket } => {
             print!("{}", agent::query_status(&socket, json)?);
             Ok(())
