@@ -22,6 +22,15 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iputils-ping",
     "keepalived",
     "nftables",
+    // The lab's backends, client tools and the L4 proxies it is compared with.
+    "nginx",
+    "libnginx-mod-stream",
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "curl",
+    "haproxy",
+    "wrk",
+    "dnsperf",
 ];
 
 const USAGE: &str = "\
@@ -32,7 +41,8 @@ commands:
   build              build everything in release mode
   test               run every test (needs root)
   lint               cargo fmt --check and clippy -D warnings
-  demo               the network-namespace lab demo
+  demo [--keep]      the lab: a VRRP pair of agents, three nginx + dnsmasq backends, live traffic
+  demo --clean       remove a lab left by `demo --keep`
   bench dataplane    ns per packet of each data-path path vs a bare XDP forwarder
   bench agent        reload time and RSS of the agent with 100 VIPs x 1,000 real servers
   bench health       agent CPU, RSS and check latency with 1,000 servers checked every second
@@ -86,11 +96,18 @@ fn run(args: &[&str]) -> Result<()> {
             ];
             run_in(&ebpf, "rustup", &[&nightly[..], &bpf, &deny].concat())
         }
-        ["demo", ..] => {
+        ["demo", rest @ ..] => {
             setup()?;
-            cargo(&["build", "--release", "--workspace"])?;
-            println!("demo: not yet — the namespace lab with two VRRP nodes and three backends is still being built.");
-            println!("Meanwhile `cargo xtask test` runs the data path in the kernel, and `cargo xtask bench dataplane` times it.");
+            require_root("the demo builds network namespaces and loads XDP")?;
+            cargo(&["build", "--release", "-p", "lb-user", "-p", "lb-lab"])?;
+            let demo = root_dir().join("target/release/xlb-demo");
+            let status = Command::new(&demo)
+                .args(rest)
+                .status()
+                .with_context(|| format!("running {}", demo.display()))?;
+            if !status.success() {
+                bail!("the demo failed");
+            }
             Ok(())
         }
         ["bench", "dataplane"] => {
@@ -268,10 +285,26 @@ fn setup() -> Result<()> {
         })
         .collect();
     if !missing.is_empty() {
-        run_cmd("apt-get", &["update", "-q"])?;
-        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-        args.extend(&missing);
-        run_cmd("apt-get", &args)?;
+        // The lab runs its own servers in namespaces: keep the packages'
+        // services (nginx, haproxy on the host) from starting on install.
+        let policy = Path::new("/usr/sbin/policy-rc.d");
+        let ours = !policy.exists();
+        if ours {
+            std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+            std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        let installed = install(&missing);
+        if ours {
+            let _ = std::fs::remove_file(policy);
+        }
+        installed?;
     }
     Ok(())
+}
+
+fn install(packages: &[&str]) -> Result<()> {
+    run_cmd("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(packages);
+    run_cmd("apt-get", &args)
 }

@@ -1,0 +1,7 @@
+//! The network-namespace lab behind `cargo xtask demo`, the end-to-end
+//! tests and the side-by-side benchmarks: real agents, real nginx and
+//! dnsmasq backends, real client traffic.
+
+pub mod lab;
+pub mod netns;
+pub mod traffic;
