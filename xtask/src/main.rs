@@ -47,6 +47,7 @@ commands:
   bench agent        reload time and RSS of the agent with 100 VIPs x 1,000 real servers
   bench health       agent CPU, RSS and check latency with 1,000 servers checked every second
   bench failover     VRRP failover time of the agent and of keepalived, 20 trials at 1 s and 0.1 s
+  bench l4           direct vs xlb vs nginx stream vs HAProxy on the lab: req/s, conns/s, DNS q/s, CPU, latency
 ";
 
 fn main() -> ExitCode {
@@ -130,8 +131,14 @@ fn run(args: &[&str]) -> Result<()> {
             require_root("the benchmark builds a network-namespace lab")?;
             cargo(&["bench", "-p", "lb-user", "--bench", "failover"])
         }
+        ["bench", "l4"] => {
+            setup()?;
+            require_root("the benchmark builds a network-namespace lab")?;
+            cargo(&["build", "--release", "-p", "lb-user"])?;
+            cargo(&["bench", "-p", "lb-lab", "--bench", "l4"])
+        }
         ["bench", other] => {
-            bail!("bench {other}: not yet; available: dataplane, agent, health, failover")
+            bail!("bench {other}: not yet; available: dataplane, agent, health, failover, l4")
         }
         _ => {
             print!("{USAGE}");

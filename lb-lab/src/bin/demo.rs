@@ -153,9 +153,10 @@ fn run(keep: bool) -> Result<()> {
             "\nThe lab is still running. Try:\n  \
              ip netns exec {PREFIX}-client curl -s http://{VIP}/\n  \
              ip netns exec {PREFIX}-client dig +short @{VIP} whoami.demo TXT\n  \
-             ip netns exec {PREFIX}-lb1 xlb status --socket {}\n  \
+             ip netns exec {PREFIX}-lb1 {} status --socket {}\n  \
              ls {}   (agent and server logs)\n\
              Remove it with: cargo xtask demo --clean",
+            lab.opts.xlb.display(),
             lab.socket(0).display(),
             lab.dir.display()
         );

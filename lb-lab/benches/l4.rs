@@ -1,0 +1,495 @@
+//! `cargo xtask bench l4`: the same lab, backends and client for four
+//! setups, side by side in one run:
+//!
+//! - direct: the client to one backend (the ceiling);
+//! - xlb: our agent on lb1, native XDP;
+//! - nginx: Debian's nginx `stream` on lb1 (TCP and UDP);
+//! - haproxy: Debian's HAProxy `mode tcp` on lb1 (no UDP).
+//!
+//! For each: HTTP requests/s with keep-alive and with a new connection per
+//! request (wrk), DNS queries/s (dnsperf), latency p50/p99 (wrk), and the
+//! whole machine's CPU time per 1,000 requests from /proc/stat, also minus
+//! the direct setup's, which is what the LB adds. Writes
+//! `docs/bench/l4.{json,md,svg}`.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use lb_lab::lab::{self, backend_addr, Lab, Options, BACKENDS, VIP};
+
+const SECS: u32 = 5;
+const ROUNDS: usize = 3;
+const SETUPS: [&str; 4] = ["direct", "xlb", "nginx", "haproxy"];
+const TESTS: [&str; 3] = ["http_keepalive", "http_close", "dns"];
+
+/// One measurement.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Whole-machine busy CPU ms per 1,000 requests.
+    cpu_ms_per_1k: f64,
+    errors: u64,
+}
+
+fn busy_jiffies() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    Ok(v[0] + v[1] + v[2] + v[5] + v[6] + v.get(7).copied().unwrap_or(0))
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no memory preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// `12.5us`, `3.1ms`, `1.2s` → ms.
+fn wrk_ms(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => return None,
+    })
+}
+
+fn wrk(lab: &Lab, target: &str, close: bool) -> Result<Sample> {
+    let url = format!("http://{target}/");
+    let secs = format!("{SECS}s");
+    let mut args = vec![
+        "wrk",
+        "-t1",
+        "-c32",
+        "-d",
+        &secs,
+        "--latency",
+        "--timeout",
+        "2s",
+    ];
+    if close {
+        args.extend(["-H", "Connection: close"]);
+    }
+    args.push(&url);
+    let before = busy_jiffies()?;
+    let out = lab.client.exec(&args)?;
+    let cpu = (busy_jiffies()? - before) as f64 / ticks_per_sec() * 1000.0;
+    let mut s = Sample::default();
+    let mut requests = 0.0;
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["Requests/sec:", r] => s.rate = r.parse()?,
+            ["50%", v] => s.p50_ms = wrk_ms(v).unwrap_or(0.0),
+            ["99%", v] => s.p99_ms = wrk_ms(v).unwrap_or(0.0),
+            [n, "requests", "in", ..] => requests = n.parse()?,
+            ["Socket", "errors:", rest @ ..] => {
+                s.errors += rest
+                    .iter()
+                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>()
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => s.errors += n.parse::<u64>()?,
+            _ => {}
+        }
+    }
+    if requests == 0.0 {
+        bail!("wrk {url}: no requests completed:\n{out}");
+    }
+    s.cpu_ms_per_1k = cpu / requests * 1000.0;
+    Ok(s)
+}
+
+fn dnsperf(lab: &Lab, dir: &Path, target: &str) -> Result<Sample> {
+    let data = dir.join("queries.txt");
+    std::fs::write(&data, "whoami.demo TXT\n")?;
+    let before = busy_jiffies()?;
+    let out = lab.client.exec(&[
+        "dnsperf",
+        "-s",
+        target,
+        "-d",
+        &data.to_string_lossy(),
+        "-l",
+        &SECS.to_string(),
+        "-c",
+        "8",
+        "-q",
+        "64",
+        "-t",
+        "1",
+    ])?;
+    let cpu = (busy_jiffies()? - before) as f64 / ticks_per_sec() * 1000.0;
+    let mut s = Sample::default();
+    let mut completed = 0.0;
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["Queries", "per", "second:", q] => s.rate = q.parse()?,
+            ["Queries", "completed:", n, ..] => completed = n.parse()?,
+            ["Queries", "lost:", n, ..] => s.errors = n.parse()?,
+            // dnsperf gives no percentiles: its average goes in the p50 slot.
+            ["Average", "Latency", "(s):", avg, ..] => s.p50_ms = avg.parse::<f64>()? * 1000.0,
+            _ => {}
+        }
+    }
+    if completed == 0.0 {
+        bail!("dnsperf {target}: no query completed:\n{out}");
+    }
+    s.cpu_ms_per_1k = cpu / completed * 1000.0;
+    Ok(s)
+}
+
+fn xlb_config() -> String {
+    let service = |name: &str, port: u16, proto: &str| {
+        let mut s = format!(
+            "  - name: {name}\n    vip: {VIP}\n    port: {port}\n    protocol: {proto}\n    \
+             snat: {{addresses: [{VIP}], ports: 1024-65535}}\n    real_servers:\n"
+        );
+        for b in 0..BACKENDS {
+            // dnsmasq answers TCP too: a cheap check for both services.
+            s += &format!(
+                "      - {{address: {}, port: {port}, tcp_check: {{connect_timeout: 1}}}}\n",
+                backend_addr(b)
+            );
+        }
+        s
+    };
+    format!(
+        "global:\n  interface: eth0\n  xdp_mode: native\nvirtual_servers:\n{}{}",
+        service("web", 80, "tcp"),
+        service("dns", 53, "udp")
+    )
+}
+
+fn nginx_conf(dir: &Path) -> String {
+    let d = dir.display();
+    let ups = |port: u16| {
+        (0..BACKENDS)
+            .map(|b| format!("server {}:{port};", backend_addr(b)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+         worker_processes auto;\ndaemon off;\npid {d}/lbnginx.pid;\nerror_log {d}/lbnginx.err error;\n\
+         events {{ worker_connections 16384; }}\n\
+         stream {{\n\
+         \x20 upstream web {{ {} }}\n  upstream dns {{ {} }}\n\
+         \x20 server {{ listen {VIP}:80 backlog=4096; proxy_pass web; }}\n\
+         \x20 server {{ listen {VIP}:53 udp; proxy_pass dns; proxy_responses 1; proxy_timeout 2s; }}\n}}\n",
+        ups(80),
+        ups(53)
+    )
+}
+
+fn haproxy_conf() -> String {
+    let servers: String = (0..BACKENDS)
+        .map(|b| format!("  server b{} {}:80\n", b + 1, backend_addr(b)))
+        .collect();
+    format!(
+        "global\n  maxconn 20000\n\
+         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+         frontend web\n  bind {VIP}:80\n  default_backend web\n\
+         backend web\n  balance roundrobin\n{servers}"
+    )
+}
+
+/// Runs `setup`'s tests on the prepared lab.
+fn measure(lab: &Lab, dir: &Path, setup: &str, test: &str) -> Result<Option<Sample>> {
+    let target = if setup == "direct" {
+        backend_addr(0).to_string()
+    } else {
+        VIP.to_string()
+    };
+    Ok(match test {
+        "http_keepalive" => Some(wrk(lab, &target, false)?),
+        "http_close" => Some(wrk(lab, &target, true)?),
+        "dns" if setup == "haproxy" => None,
+        "dns" => Some(dnsperf(lab, dir, &target)?),
+        _ => unreachable!(),
+    })
+}
+
+struct Proxy {
+    child: std::process::Child,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_proxy(lab: &Lab, dir: &Path, setup: &str) -> Result<Option<Proxy>> {
+    let lb = &lab.lbs[0];
+    let mut cmd = match setup {
+        "nginx" => {
+            let conf = dir.join("lbnginx.conf");
+            std::fs::write(&conf, nginx_conf(dir))?;
+            let mut c = std::process::Command::new("nginx");
+            c.arg("-c").arg(conf).arg("-e").arg(dir.join("lbnginx.err"));
+            c
+        }
+        "haproxy" => {
+            let conf = dir.join("haproxy.cfg");
+            std::fs::write(&conf, haproxy_conf())?;
+            let mut c = std::process::Command::new("haproxy");
+            c.arg("-db").arg("-f").arg(conf);
+            c
+        }
+        _ => return Ok(None),
+    };
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = lb.spawn(&mut cmd)?;
+    let proxy = Proxy { child };
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(Some(proxy))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = lb_lab::netns::sh(&["uname", "-r"]).unwrap_or_default();
+    let kernel = kernel.trim();
+    format!("{cores} × {cpu}, kernel {kernel}")
+}
+
+fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    lab::check_tools()?;
+    for tool in ["wrk", "dnsperf", "haproxy"] {
+        lb_lab::netns::sh(&["sh", "-c", &format!("command -v {tool}")])
+            .with_context(|| format!("{tool} is not installed: run `cargo xtask setup`"))?;
+    }
+    let prefix = format!("xlbb-{}", std::process::id());
+    let dir = lab::state_dir(&prefix);
+    let lab = Lab::build(Options {
+        prefix: prefix.clone(),
+        xlb: lab::find_xlb()?,
+        config: dir.join("bench.yaml"),
+        native_pass: true,
+    })?;
+    std::fs::write(&lab.opts.config, xlb_config())?;
+    // The VIP on lb1, for ARP: XDP serves it for xlb, the proxies listen on it.
+    lab.lbs[0].ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"])?;
+    lab.lbs[0].exec(&["sysctl", "-qw", "net.core.somaxconn=4096"])?;
+    // results[setup][test] = samples
+    let mut results: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); TESTS.len()]; SETUPS.len()];
+    for round in 0..ROUNDS {
+        for (si, setup) in SETUPS.iter().enumerate() {
+            if *setup == "xlb" {
+                lab.start_agent(0)?;
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            let proxy = start_proxy(&lab, &dir, setup)?;
+            for (ti, test) in TESTS.iter().enumerate() {
+                if let Some(s) = measure(&lab, &dir, setup, test)? {
+                    println!(
+                        "round {} {setup:<8} {test:<15} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {:>6.1} ms/1k  errors {}",
+                        round + 1,
+                        s.rate,
+                        s.p50_ms,
+                        s.p99_ms,
+                        s.cpu_ms_per_1k,
+                        s.errors
+                    );
+                    results[si][ti].push(s);
+                }
+                // Let TIME_WAIT and conntrack settle between runs.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            drop(proxy);
+            if *setup == "xlb" {
+                lab.stop_agent(0, libc::SIGTERM);
+            }
+        }
+    }
+    report(&results)?;
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return 0.0;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn report(results: &[Vec<Vec<Sample>>]) -> Result<()> {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
+    std::fs::create_dir_all(&out)?;
+    let med = |si: usize, ti: usize, f: fn(&Sample) -> f64| {
+        median(&results[si][ti].iter().map(f).collect::<Vec<_>>())
+    };
+    let direct_cpu = |ti: usize| med(0, ti, |s| s.cpu_ms_per_1k);
+    // JSON
+    let mut json = serde_json::Map::new();
+    json.insert("machine".into(), machine().into());
+    json.insert("command".into(), "cargo xtask bench l4".into());
+    json.insert("rounds".into(), ROUNDS.into());
+    json.insert("seconds_per_run".into(), SECS.into());
+    for (si, setup) in SETUPS.iter().enumerate() {
+        let mut m = serde_json::Map::new();
+        for (ti, test) in TESTS.iter().enumerate() {
+            if results[si][ti].is_empty() {
+                continue;
+            }
+            let samples: Vec<serde_json::Value> = results[si][ti]
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "rate": s.rate, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
+                        "cpu_ms_per_1k": s.cpu_ms_per_1k, "errors": s.errors,
+                    })
+                })
+                .collect();
+            m.insert((*test).into(), samples.into());
+        }
+        json.insert((*setup).into(), m.into());
+    }
+    std::fs::write(
+        out.join("l4.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    // Markdown
+    let mut md = String::new();
+    let _ = writeln!(md, "Machine: {}. Command: `cargo xtask bench l4` ({ROUNDS} rounds of {SECS} s per cell, medians; wrk -t1 -c32, dnsperf -c8 -q64).\n", machine());
+    let _ = writeln!(md, "| setup | HTTP keep-alive req/s | p50 / p99 ms | new conns/s (Connection: close) | p50 / p99 ms | DNS q/s | CPU ms per 1k: keep-alive / close / DNS | added over direct |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    for (si, setup) in SETUPS.iter().enumerate() {
+        let cell = |ti: usize| {
+            if results[si][ti].is_empty() {
+                return (
+                    "n/a".to_string(),
+                    "n/a".to_string(),
+                    "n/a".to_string(),
+                    "n/a".to_string(),
+                );
+            }
+            let cpu = med(si, ti, |s| s.cpu_ms_per_1k);
+            (
+                format!("{:.0}", med(si, ti, |s| s.rate)),
+                format!(
+                    "{:.2} / {:.2}",
+                    med(si, ti, |s| s.p50_ms),
+                    med(si, ti, |s| s.p99_ms)
+                ),
+                format!("{cpu:.1}"),
+                format!("{:+.1}", cpu - direct_cpu(ti)),
+            )
+        };
+        let (ka, ka_l, ka_c, ka_a) = cell(0);
+        let (cl, cl_l, cl_c, cl_a) = cell(1);
+        let (dn, _, dn_c, dn_a) = cell(2);
+        let _ = writeln!(
+            md,
+            "| {setup} | {ka} | {ka_l} | {cl} | {cl_l} | {dn} | {ka_c} / {cl_c} / {dn_c} | {ka_a} / {cl_a} / {dn_a} |"
+        );
+    }
+    let ratio =
+        |ti: usize, a: usize, b: usize| med(a, ti, |s| s.rate) / med(b, ti, |s| s.rate).max(1.0);
+    let added =
+        |ti: usize, si: usize| (med(si, ti, |s| s.cpu_ms_per_1k) - direct_cpu(ti)).max(0.001);
+    let _ = writeln!(
+        md,
+        "\nRatios: xlb / direct: keep-alive {:.2}, close {:.2}, DNS {:.2}. xlb / nginx: close {:.2}, DNS {:.2}. xlb / haproxy: close {:.2}. \
+         CPU added per request, xlb / nginx: close {:.2}; xlb / haproxy: close {:.2}.",
+        ratio(0, 1, 0),
+        ratio(1, 1, 0),
+        ratio(2, 1, 0),
+        ratio(1, 1, 2),
+        ratio(2, 1, 2),
+        ratio(1, 1, 3),
+        added(1, 1) / added(1, 2),
+        added(1, 1) / added(1, 3),
+    );
+    std::fs::write(out.join("l4.md"), &md)?;
+    print!("\n{md}");
+    chart(&out.join("l4.svg"), results)?;
+    println!("\nwrote {}", out.display());
+    Ok(())
+}
+
+fn chart(path: &Path, results: &[Vec<Vec<Sample>>]) -> Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, TESTS.len()));
+    let titles = [
+        "HTTP keep-alive req/s",
+        "new connections/s",
+        "DNS queries/s",
+    ];
+    let colors = [
+        RGBColor(120, 120, 120),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+    ];
+    for (ti, panel) in panels.iter().enumerate() {
+        let vals: Vec<f64> = (0..SETUPS.len())
+            .map(|si| median(&results[si][ti].iter().map(|s| s.rate).collect::<Vec<_>>()))
+            .collect();
+        let top = vals.iter().cloned().fold(1.0, f64::max) * 1.15;
+        let mut c = ChartBuilder::on(panel)
+            .caption(titles[ti], ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0..SETUPS.len()).into_segmented(), 0.0..top)?;
+        c.configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| match x {
+                SegmentValue::CenterOf(i) => SETUPS.get(*i).copied().unwrap_or("").to_string(),
+                _ => String::new(),
+            })
+            .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+            .draw()?;
+        c.draw_series(vals.iter().enumerate().map(|(si, v)| {
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(si), 0.0),
+                    (SegmentValue::Exact(si + 1), *v),
+                ],
+                colors[si].filled(),
+            );
+            bar.set_margin(0, 0, 8, 8);
+            bar
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
