@@ -5,6 +5,8 @@
 //! saved packet back before every run and tail-calls the program under test;
 //! `restore_only` does the same work without the call, so its time can be
 //! subtracted. `baseline` is the bare forwarder the ratios are taken against.
+//! `tx` and `forward` are the packet generator and the bare forwarder of the
+//! lab's packets-per-second benchmark.
 #![no_std]
 #![no_main]
 
@@ -112,6 +114,41 @@ pub fn baseline(ctx: XdpContext) -> u32 {
         let dst = *eth;
         *eth = *eth.add(1);
         *eth.add(1) = dst;
+    }
+    xdp_action::XDP_TX
+}
+
+/// Sends every frame back out of its interface unchanged: run with
+/// `test_run` live frames, a line-rate packet generator.
+#[xdp]
+pub fn tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// The next hop of `forward`: a MAC in the first six bytes.
+#[map]
+static NEXT_HOP: Array<[u8; 8]> = Array::with_max_entries(1, 0);
+
+/// The bare forwarder of a live path, the machine's limit: IPv4 UDP frames
+/// go to the next hop's MAC, from this interface's (their old destination),
+/// out the same interface. Everything else passes.
+#[xdp]
+pub fn forward(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 34 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(hop) = NEXT_HOP.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    unsafe {
+        if *((start + 12) as *const u16) != 0x0800u16.to_be() || *((start + 23) as *const u8) != 17
+        {
+            return xdp_action::XDP_PASS;
+        }
+        let eth = start as *mut [u8; 6];
+        *eth.add(1) = *eth;
+        *eth = [hop[0], hop[1], hop[2], hop[3], hop[4], hop[5]];
     }
     xdp_action::XDP_TX
 }

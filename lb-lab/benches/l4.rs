@@ -25,6 +25,10 @@ const SECS: u32 = 5;
 const ROUNDS: usize = 3;
 const SETUPS: [&str; 4] = ["direct", "xlb", "nginx", "haproxy"];
 const TESTS: [&str; 3] = ["http_keepalive", "http_close", "dns"];
+/// The UDP port of the packet-rate test; backends drop it with nftables.
+const SINK_PORT: u16 = 9;
+/// Frames per packet-rate run.
+const FRAMES: u32 = 3_000_000;
 
 /// One measurement.
 #[derive(Debug, Clone, Default)]
@@ -169,8 +173,19 @@ fn xlb_config() -> String {
         }
         s
     };
+    // The packet-rate test's UDP sink: no checker, always up.
+    let sink: String = (0..BACKENDS)
+        .map(|b| {
+            format!(
+                "      - {{address: {}, port: {SINK_PORT}}}\n",
+                backend_addr(b)
+            )
+        })
+        .collect();
     format!(
-        "global:\n  interface: eth0\n  xdp_mode: native\nvirtual_servers:\n{}{}",
+        "global:\n  interface: eth0\n  xdp_mode: native\nvirtual_servers:\n{}{}\
+         \x20 - name: sink\n    vip: {VIP}\n    port: {SINK_PORT}\n    protocol: udp\n    \
+         snat: {{addresses: [{VIP}], ports: 1024-65535}}\n    real_servers:\n{sink}",
         service("web", 80, "tcp"),
         service("dns", 53, "udp")
     )
@@ -278,6 +293,129 @@ fn machine() -> String {
     format!("{cores} × {cpu}, kernel {kernel}")
 }
 
+/// A 60-byte UDP frame from the client to VIP:SINK_PORT (64 on the wire).
+fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ip_start = f.len();
+    f.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&lab::CLIENT.octets());
+    f.extend_from_slice(&VIP.octets());
+    let mut sum: u32 = f[ip_start..ip_start + 20]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let csum = !(sum as u16);
+    f[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
+    // UDP 40000 -> SINK_PORT, length 26, checksum 0 (none), 18 bytes payload.
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&SINK_PORT.to_be_bytes());
+    f.extend_from_slice(&[0, 26, 0, 0]);
+    f.extend_from_slice(&[0xab; 18]);
+    f
+}
+
+/// Sends FRAMES frames from the client with `test_run` live frames; the
+/// packets per second that reached the backends, and the send rate.
+fn pps_run(lab: &Lab) -> Result<(f64, f64)> {
+    use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
+    let frame = udp_frame(
+        lab::mac(&lab.client, "eth0")?,
+        lab::mac(&lab.lbs[0], "eth0")?,
+    );
+    let before: u64 = (0..BACKENDS)
+        .map(|b| lab::rx_packets(&lab.backends[b], "eth0"))
+        .sum::<Result<u64>>()?;
+    let ifindex: u32 = lab
+        .client
+        .ip(&["-o", "link", "show", "dev", "eth0"])?
+        .split(':')
+        .next()
+        .context("ifindex")?
+        .trim()
+        .parse()?;
+    let (sent_secs, elapsed) =
+        lab::in_ns(&lab.client, || -> Result<(f64, std::time::Instant)> {
+            let mut obj = aya::Ebpf::load(lb_user::dataplane::BENCH_OBJECT)?;
+            let prog: &mut Xdp = obj.program_mut("tx").context("tx")?.try_into()?;
+            prog.load()?;
+            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue, egress
+            let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0]
+                .iter()
+                .flat_map(|v| v.to_ne_bytes())
+                .collect();
+            let start = std::time::Instant::now();
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: FRAMES,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::new()
+            })?;
+            Ok((start.elapsed().as_secs_f64(), start))
+        })??;
+    // Let the queues drain before counting.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = elapsed;
+    let after: u64 = (0..BACKENDS)
+        .map(|b| lab::rx_packets(&lab.backends[b], "eth0"))
+        .sum::<Result<u64>>()?;
+    let delivered = after.saturating_sub(before) as f64;
+    Ok((delivered / sent_secs, FRAMES as f64 / sent_secs))
+}
+
+/// Packets per second through the bare forwarder and through xlb.
+fn pps(lab: &Lab, rounds: usize) -> Result<Vec<(String, f64, f64)>> {
+    for b in &lab.backends {
+        b.exec(&["nft", "add table inet sink"])?;
+        b.exec(&[
+            "nft",
+            "add chain inet sink in { type filter hook input priority 0; }",
+        ])?;
+        b.exec(&[
+            "nft",
+            &format!("add rule inet sink in udp dport {SINK_PORT} drop"),
+        ])?;
+    }
+    let next_hop = lab::mac(&lab.backends[0], "eth0")?;
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        {
+            let mut fwd = lab::in_ns(&lab.lbs[0], || lab::attach_bench("forward", "eth0"))??;
+            let mut hop: aya::maps::Array<_, [u8; 8]> =
+                aya::maps::Array::try_from(fwd.map_mut("NEXT_HOP").context("NEXT_HOP")?)?;
+            let mut v = [0u8; 8];
+            v[..6].copy_from_slice(&next_hop);
+            hop.set(0, v, 0)?;
+            let (got, sent) = pps_run(lab)?;
+            println!(
+                "round {} forward  {:>6.3} Mpps delivered, {:.3} Mpps sent",
+                round + 1,
+                got / 1e6,
+                sent / 1e6
+            );
+            out.push(("forward".to_string(), got, sent));
+        }
+        lab.start_agent(0)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let (got, sent) = pps_run(lab)?;
+        println!(
+            "round {} xlb      {:>6.3} Mpps delivered, {:.3} Mpps sent",
+            round + 1,
+            got / 1e6,
+            sent / 1e6
+        );
+        out.push(("xlb".to_string(), got, sent));
+        lab.stop_agent(0, libc::SIGTERM);
+    }
+    Ok(out)
+}
+
 fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
@@ -301,7 +439,13 @@ fn main() -> Result<()> {
     lab.lbs[0].exec(&["sysctl", "-qw", "net.core.somaxconn=4096"])?;
     // results[setup][test] = samples
     let mut results: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); TESTS.len()]; SETUPS.len()];
-    for round in 0..ROUNDS {
+    // `-- pps` runs only the packet-rate part.
+    let rounds = if std::env::args().any(|a| a == "pps") {
+        0
+    } else {
+        ROUNDS
+    };
+    for round in 0..rounds {
         for (si, setup) in SETUPS.iter().enumerate() {
             if *setup == "xlb" {
                 lab.start_agent(0)?;
@@ -330,7 +474,8 @@ fn main() -> Result<()> {
             }
         }
     }
-    report(&results)?;
+    let rates = pps(&lab, ROUNDS)?;
+    report(&results, &rates)?;
     Ok(())
 }
 
@@ -348,7 +493,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn report(results: &[Vec<Vec<Sample>>]) -> Result<()> {
+fn report(results: &[Vec<Vec<Sample>>], rates: &[(String, f64, f64)]) -> Result<()> {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
     std::fs::create_dir_all(&out)?;
     let med = |si: usize, ti: usize, f: fn(&Sample) -> f64| {
@@ -380,6 +525,30 @@ fn report(results: &[Vec<Vec<Sample>>]) -> Result<()> {
         }
         json.insert((*setup).into(), m.into());
     }
+    let pps_of = |who: &str| {
+        median(
+            &rates
+                .iter()
+                .filter(|r| r.0 == who)
+                .map(|r| r.1)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (fwd, ours) = (pps_of("forward"), pps_of("xlb"));
+    let runs: Vec<serde_json::Value> = rates
+        .iter()
+        .map(|r| serde_json::json!({"setup": r.0, "delivered_pps": r.1, "sent_pps": r.2}))
+        .collect();
+    json.insert(
+        "pps".into(),
+        serde_json::json!({
+            "frames_per_run": FRAMES,
+            "runs": runs,
+            "forward_median_pps": fwd,
+            "xlb_median_pps": ours,
+            "xlb_over_forward": ours / fwd.max(1.0),
+        }),
+    );
     std::fs::write(
         out.join("l4.json"),
         serde_json::to_string_pretty(&json)? + "\n",
@@ -435,6 +604,14 @@ fn report(results: &[Vec<Vec<Sample>>]) -> Result<()> {
         ratio(1, 1, 3),
         added(1, 1) / added(1, 2),
         added(1, 1) / added(1, 3),
+    );
+    let _ = writeln!(
+        md,
+        "\nPackets per second (64-byte UDP frames sent by `test_run` live frames from the client, counted at the backends' interfaces, median of {ROUNDS}): \
+         bare XDP forwarder on lb1 {:.3} Mpps, xlb {:.3} Mpps: **{:.0} %** of the limit.",
+        fwd / 1e6,
+        ours / 1e6,
+        ours / fwd.max(1.0) * 100.0
     );
     std::fs::write(out.join("l4.md"), &md)?;
     print!("\n{md}");

@@ -60,8 +60,9 @@ pub struct Options {
     pub xlb: PathBuf,
     /// The config both agents run.
     pub config: PathBuf,
-    /// Attach an XDP_PASS program to the bridge ports of the LB nodes, so
-    /// frames they send with native XDP_TX arrive (not needed in skb mode).
+    /// Attach an XDP_PASS program to the bridge ports of the LB nodes and the
+    /// client, so frames they send with native XDP_TX arrive (not needed in
+    /// skb mode).
     pub native_pass: bool,
 }
 
@@ -223,7 +224,9 @@ impl Lab {
             thread::spawn(move || -> Result<Vec<aya::Ebpf>> {
                 crate::netns::enter_netns(&sw_name)?;
                 (0..LBS)
-                    .map(|i| attach_pass(&format!("lb{}", i + 1)))
+                    .map(|i| format!("lb{}", i + 1))
+                    .chain(["client".to_string()])
+                    .map(|port| attach_pass(&port))
                     .collect()
             })
             .join()
@@ -504,14 +507,45 @@ pub fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T> {
 /// Attaches a bare XDP_PASS program to `dev` in the calling thread's
 /// namespace.
 fn attach_pass(dev: &str) -> Result<aya::Ebpf> {
+    attach_bench("pass", dev)
+}
+
+/// Attaches benchmark program `name` (see `lb-ebpf/src/bench.rs`) to `dev`
+/// in native mode, in the calling thread's namespace; dropping the value
+/// detaches it.
+pub fn attach_bench(name: &str, dev: &str) -> Result<aya::Ebpf> {
     let mut obj = aya::Ebpf::load(lb_user::dataplane::BENCH_OBJECT)?;
     let prog: &mut aya::programs::Xdp = obj
-        .program_mut("pass")
-        .context("no pass program")?
+        .program_mut(name)
+        .with_context(|| format!("no {name} program"))?
         .try_into()?;
     prog.load()?;
     prog.attach(dev, aya::programs::XdpMode::Driver)?;
     Ok(obj)
+}
+
+/// The MAC address of `dev` in `ns`.
+pub fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+    let out = ns.ip(&["-o", "link", "show", "dev", dev])?;
+    let text = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .context("no MAC")?;
+    let v: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()?;
+    v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {text}"))
+}
+
+/// Packets `dev` in `ns` has received.
+pub fn rx_packets(ns: &Netns, dev: &str) -> Result<u64> {
+    let out = ns.exec(&[
+        "cat",
+        &format!("/sys/class/net/{dev}/statistics/rx_packets"),
+    ])?;
+    Ok(out.trim().parse()?)
 }
 
 /// The `xlb` binary next to the running one (`target/<profile>/`), or
