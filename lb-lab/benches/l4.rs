@@ -24,7 +24,20 @@ use lb_lab::lab::{self, backend_addr, Lab, Options, BACKENDS, VIP};
 const SECS: u32 = 5;
 const ROUNDS: usize = 3;
 const SETUPS: [&str; 4] = ["direct", "xlb", "nginx", "haproxy"];
-const TESTS: [&str; 3] = ["http_keepalive", "http_close", "dns"];
+const TESTS: [&str; 5] = [
+    "http_keepalive",
+    "http_close",
+    "dns",
+    "close_fixed",
+    "dns_fixed",
+];
+/// The fixed loads at which CPU per request is compared: below every
+/// setup's limit, so the machine is not saturated and the busy time is the
+/// work done, not 1 / throughput.
+const FIXED_CLOSE: u32 = 2000;
+const FIXED_DNS: u32 = 5000;
+/// Length of the sustained new-connection run.
+const STAMINA_SECS: u32 = 60;
 /// The UDP port of the packet-rate test; backends drop it with nftables.
 const SINK_PORT: u16 = 9;
 /// Frames per packet-rate run.
@@ -73,8 +86,12 @@ fn wrk_ms(s: &str) -> Option<f64> {
 }
 
 fn wrk(lab: &Lab, target: &str, close: bool) -> Result<Sample> {
+    wrk_for(lab, target, close, SECS)
+}
+
+fn wrk_for(lab: &Lab, target: &str, close: bool, secs: u32) -> Result<Sample> {
     let url = format!("http://{target}/");
-    let secs = format!("{SECS}s");
+    let secs = format!("{secs}s");
     let mut args = vec![
         "wrk",
         "-t1",
@@ -118,25 +135,36 @@ fn wrk(lab: &Lab, target: &str, close: bool) -> Result<Sample> {
     Ok(s)
 }
 
-fn dnsperf(lab: &Lab, dir: &Path, target: &str) -> Result<Sample> {
+fn dnsperf(lab: &Lab, dir: &Path, target: &str, max_qps: Option<u32>) -> Result<Sample> {
     let data = dir.join("queries.txt");
     std::fs::write(&data, "whoami.demo TXT\n")?;
     let before = busy_jiffies()?;
-    let out = lab.client.exec(&[
-        "dnsperf",
-        "-s",
-        target,
-        "-d",
-        &data.to_string_lossy(),
-        "-l",
-        &SECS.to_string(),
-        "-c",
-        "8",
-        "-q",
-        "64",
-        "-t",
-        "1",
-    ])?;
+    let qps = max_qps.map(|q| q.to_string());
+    let limit: Vec<&str> = match &qps {
+        Some(q) => vec!["-Q", q],
+        None => vec![],
+    };
+    let out = lab.client.exec(
+        &[
+            &["dnsperf"][..],
+            &limit,
+            &[
+                "-s",
+                target,
+                "-d",
+                &data.to_string_lossy(),
+                "-l",
+                &SECS.to_string(),
+                "-c",
+                "8",
+                "-q",
+                "64",
+                "-t",
+                "1",
+            ],
+        ]
+        .concat(),
+    )?;
     let cpu = (busy_jiffies()? - before) as f64 / ticks_per_sec() * 1000.0;
     let mut s = Sample::default();
     let mut completed = 0.0;
@@ -156,6 +184,45 @@ fn dnsperf(lab: &Lab, dir: &Path, target: &str) -> Result<Sample> {
     }
     s.cpu_ms_per_1k = cpu / completed * 1000.0;
     Ok(s)
+}
+
+/// FIXED_CLOSE requests/s, each on a new connection, for SECS s, from 8
+/// paced client threads.
+fn fixed_close(lab: &Lab, target: &str) -> Result<Sample> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let addr = std::net::SocketAddrV4::new(target.parse()?, 80);
+    let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let threads = 8;
+    let period = Duration::from_secs_f64(threads as f64 / FIXED_CLOSE as f64);
+    let before = busy_jiffies()?;
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                lab.client.enter().unwrap();
+                let end = std::time::Instant::now() + Duration::from_secs(SECS as u64);
+                let mut next = std::time::Instant::now();
+                while next < end {
+                    match lb_lab::traffic::http_once(addr) {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    next += period;
+                    std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+                }
+            });
+        }
+    });
+    let cpu = (busy_jiffies()? - before) as f64 / ticks_per_sec() * 1000.0;
+    let done = ok.load(Ordering::Relaxed) as f64;
+    if done == 0.0 {
+        bail!("no request to {addr} completed");
+    }
+    Ok(Sample {
+        rate: done / SECS as f64,
+        cpu_ms_per_1k: cpu / done * 1000.0,
+        errors: failed.load(Ordering::Relaxed),
+        ..Sample::default()
+    })
 }
 
 fn xlb_config() -> String {
@@ -235,24 +302,17 @@ fn measure(lab: &Lab, dir: &Path, setup: &str, test: &str) -> Result<Option<Samp
         "http_keepalive" => Some(wrk(lab, &target, false)?),
         "http_close" => Some(wrk(lab, &target, true)?),
         "dns" if setup == "haproxy" => None,
-        "dns" => Some(dnsperf(lab, dir, &target)?),
+        "dns" => Some(dnsperf(lab, dir, &target, None)?),
+        "close_fixed" => Some(fixed_close(lab, &target)?),
+        "dns_fixed" if setup == "haproxy" => None,
+        "dns_fixed" => Some(dnsperf(lab, dir, &target, Some(FIXED_DNS))?),
         _ => unreachable!(),
     })
 }
 
-struct Proxy {
-    child: std::process::Child,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_proxy(lab: &Lab, dir: &Path, setup: &str) -> Result<Option<Proxy>> {
-    let lb = &lab.lbs[0];
+/// Starts the proxy of `setup` on lb1 (nothing for direct and xlb); the
+/// lab records it, so it is stopped even if the benchmark dies.
+fn start_proxy(lab: &Lab, dir: &Path, setup: &str) -> Result<Option<String>> {
     let mut cmd = match setup {
         "nginx" => {
             let conf = dir.join("lbnginx.conf");
@@ -270,12 +330,10 @@ fn start_proxy(lab: &Lab, dir: &Path, setup: &str) -> Result<Option<Proxy>> {
         }
         _ => return Ok(None),
     };
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let child = lb.spawn(&mut cmd)?;
-    let proxy = Proxy { child };
+    let name = format!("proxy-{setup}");
+    lab.spawn(&lab.lbs[0], &name, &mut cmd)?;
     std::thread::sleep(Duration::from_millis(500));
-    Ok(Some(proxy))
+    Ok(Some(name))
 }
 
 fn machine() -> String {
@@ -468,15 +526,50 @@ fn main() -> Result<()> {
                 // Let TIME_WAIT and conntrack settle between runs.
                 std::thread::sleep(Duration::from_secs(1));
             }
-            drop(proxy);
+            if let Some(p) = proxy {
+                // SIGTERM: nginx's master stops its workers.
+                lab.stop(&p, libc::SIGTERM);
+            }
             if *setup == "xlb" {
                 lab.stop_agent(0, libc::SIGTERM);
             }
         }
     }
+    let stamina = if rounds > 0 {
+        stamina(&lab, &dir)?
+    } else {
+        Vec::new()
+    };
     let rates = pps(&lab, ROUNDS)?;
-    report(&results, &rates)?;
+    report(&results, &stamina, &rates)?;
     Ok(())
+}
+
+/// New connections as fast as they come for STAMINA_SECS, through xlb and
+/// through nginx: does the LB run out of source ports to the backends?
+fn stamina(lab: &Lab, dir: &Path) -> Result<Vec<(String, Sample)>> {
+    let mut out = Vec::new();
+    for setup in ["xlb", "nginx"] {
+        if setup == "xlb" {
+            lab.start_agent(0)?;
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let proxy = start_proxy(lab, dir, setup)?;
+        let s = wrk_for(lab, &VIP.to_string(), true, STAMINA_SECS)?;
+        println!(
+            "stamina {setup:<6} {STAMINA_SECS} s of new connections: {:.0}/s, {} errors",
+            s.rate, s.errors
+        );
+        out.push((setup.to_string(), s));
+        if let Some(p) = proxy {
+            lab.stop(&p, libc::SIGTERM);
+        }
+        if setup == "xlb" {
+            lab.stop_agent(0, libc::SIGTERM);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Ok(out)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -493,7 +586,11 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn report(results: &[Vec<Vec<Sample>>], rates: &[(String, f64, f64)]) -> Result<()> {
+fn report(
+    results: &[Vec<Vec<Sample>>],
+    stamina: &[(String, Sample)],
+    rates: &[(String, f64, f64)],
+) -> Result<()> {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
     std::fs::create_dir_all(&out)?;
     let med = |si: usize, ti: usize, f: fn(&Sample) -> f64| {
@@ -535,6 +632,14 @@ fn report(results: &[Vec<Vec<Sample>>], rates: &[(String, f64, f64)]) -> Result<
         )
     };
     let (fwd, ours) = (pps_of("forward"), pps_of("xlb"));
+    json.insert(
+        "stamina".into(),
+        stamina
+            .iter()
+            .map(|(who, s)| serde_json::json!({"setup": who, "seconds": STAMINA_SECS, "rate": s.rate, "errors": s.errors}))
+            .collect::<Vec<_>>()
+            .into(),
+    );
     let runs: Vec<serde_json::Value> = rates
         .iter()
         .map(|r| serde_json::json!({"setup": r.0, "delivered_pps": r.1, "sent_pps": r.2}))
@@ -595,16 +700,24 @@ fn report(results: &[Vec<Vec<Sample>>], rates: &[(String, f64, f64)]) -> Result<
     let _ = writeln!(
         md,
         "\nRatios: xlb / direct: keep-alive {:.2}, close {:.2}, DNS {:.2}. xlb / nginx: close {:.2}, DNS {:.2}. xlb / haproxy: close {:.2}. \
-         CPU added per request, xlb / nginx: close {:.2}; xlb / haproxy: close {:.2}.",
+         CPU added per request at the fixed load, xlb / nginx: new connections {:.2}, DNS {:.2}; xlb / haproxy: new connections {:.2}.",
         ratio(0, 1, 0),
         ratio(1, 1, 0),
         ratio(2, 1, 0),
         ratio(1, 1, 2),
         ratio(2, 1, 2),
         ratio(1, 1, 3),
-        added(1, 1) / added(1, 2),
-        added(1, 1) / added(1, 3),
+        added(3, 1) / added(3, 2),
+        added(4, 1) / added(4, 2),
+        added(3, 1) / added(3, 3),
     );
+    for (who, st) in stamina {
+        let _ = writeln!(
+            md,
+            "\nStamina, {who}: {STAMINA_SECS} s of new connections (wrk -c32, `Connection: close`): {:.0}/s, {} socket errors or non-2xx.",
+            st.rate, st.errors
+        );
+    }
     let _ = writeln!(
         md,
         "\nPackets per second (64-byte UDP frames sent by `test_run` live frames from the client, counted at the backends' interfaces, median of {ROUNDS}): \
@@ -624,7 +737,7 @@ fn chart(path: &Path, results: &[Vec<Vec<Sample>>]) -> Result<()> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((1, TESTS.len()));
+    let panels = root.split_evenly((1, 3));
     let titles = [
         "HTTP keep-alive req/s",
         "new connections/s",

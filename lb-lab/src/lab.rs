@@ -113,25 +113,25 @@ fn signal(pid: u32, sig: i32) {
 pub fn clean(prefix: &str) -> Result<()> {
     let dir = state_dir(prefix);
     let record = std::fs::read_to_string(dir.join("procs")).unwrap_or_default();
-    let live: Vec<(u32, bool)> = record
+    let live: Vec<u32> = record
         .lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
             let pid: u32 = w.next()?.parse().ok()?;
             let start: u64 = w.next()?.parse().ok()?;
-            let name = w.next()?;
-            (start_time(pid) == Some(start)).then(|| (pid, name.starts_with("lb")))
+            (start_time(pid) == Some(start)).then_some(pid)
         })
         .collect();
-    // Agents first, with SIGTERM: they hand over VRRP and unpin.
-    for &(pid, agent) in &live {
-        signal(pid, if agent { libc::SIGTERM } else { libc::SIGKILL });
+    // SIGTERM first: agents hand over VRRP and unpin, nginx masters stop
+    // their workers.
+    for &pid in &live {
+        signal(pid, libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while live.iter().any(|&(p, _)| start_time(p).is_some()) && Instant::now() < deadline {
+    while live.iter().any(|&p| start_time(p).is_some()) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
-    for &(pid, _) in &live {
+    for &pid in &live {
         if start_time(pid).is_some() {
             signal(pid, libc::SIGKILL);
         }
@@ -253,7 +253,7 @@ impl Lab {
 
     /// Starts `cmd` in `ns`, in its own process group (a terminal's Ctrl-C
     /// reaches only the lab's owner), with output appended to `<name>.log`.
-    fn spawn(&self, ns: &Netns, name: &str, cmd: &mut Command) -> Result<()> {
+    pub fn spawn(&self, ns: &Netns, name: &str, cmd: &mut Command) -> Result<()> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -279,7 +279,7 @@ impl Lab {
 
     /// Stops the processes called `name` with `sig` and waits for them
     /// (bounded: SIGKILL after 5 s). Returns how many there were.
-    fn stop(&self, name: &str, sig: i32) -> usize {
+    pub fn stop(&self, name: &str, sig: i32) -> usize {
         let mut procs = self.procs.lock().unwrap();
         let mut n = 0;
         let mut i = 0;
@@ -481,12 +481,7 @@ impl Drop for Lab {
             .map(|p| p.name.clone())
             .collect();
         for n in names {
-            let sig = if n.starts_with("lb") {
-                libc::SIGTERM
-            } else {
-                libc::SIGKILL
-            };
-            self.stop(&n, sig);
+            self.stop(&n, libc::SIGTERM);
         }
         let _ = clean(&self.opts.prefix);
     }
