@@ -3,10 +3,15 @@
 //! be carried over.
 //!
 //! - [`lexer`]: keepalived's lexical rules, `include` files;
-//! - [`tree`]: statements and their blocks.
+//! - [`tree`]: statements and their blocks;
+//! - [`translate`]: statements → [`crate::config::Config`], comments and
+//!   report items.
 
 pub mod lexer;
+pub mod translate;
 pub mod tree;
+
+use std::net::Ipv4Addr;
 
 pub use lexer::{Disk, Files, MemFiles, Pos};
 
@@ -43,4 +48,14 @@ impl Item {
     pub fn new(pos: Option<Pos>, kind: Kind, msg: String) -> Self {
         Item { pos, kind, msg }
     }
+}
+
+/// Command-line choices.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `global.interface`; else the first vrrp_instance's.
+    pub interface: Option<String>,
+    /// The SNAT pool of every virtual server; else the `unicast_src_ip` of
+    /// the instance on that interface; else a placeholder.
+    pub snat_addresses: Vec<Ipv4Addr>,
 }
