@@ -4,6 +4,7 @@ pub mod agent;
 pub mod config;
 pub mod dataplane;
 pub mod health;
+pub mod import;
 pub mod maglev;
 pub mod plan;
 pub mod status;

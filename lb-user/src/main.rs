@@ -1,11 +1,11 @@
 //! `xlb`: the XDP layer-4 load balancer agent.
 
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+use std::{io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lb_user::{
-    agent, config,
+    agent, config, import,
     maglev::{self, Member},
     plan::{Plan, Runtime},
 };
@@ -50,6 +50,26 @@ enum Cmd {
         #[arg(short, long, default_value = "/etc/xlb/xlb.yaml")]
         config: PathBuf,
     },
+    /// Translate a keepalived.conf into this YAML.
+    ///
+    /// The report on stderr says, as `file:line: kind: message`, what changed
+    /// meaning (note), what was not carried over (dropped) and what is left
+    /// to fill in (todo); the exit status is 2 when something was dropped
+    /// or is left to fill in.
+    ImportKeepalived {
+        /// keepalived's configuration file (includes are followed).
+        file: PathBuf,
+        /// Write the YAML here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// `global.interface` (default: the first vrrp_instance's).
+        #[arg(long)]
+        interface: Option<String>,
+        /// This node's address for the virtual servers' SNAT pool; repeat
+        /// for more (default: the instance's unicast_src_ip).
+        #[arg(long = "snat-address", value_name = "A.B.C.D")]
+        snat_address: Vec<Ipv4Addr>,
+    },
     /// Ask the running agent to reload its config (same as SIGHUP).
     Reload {
         #[arg(long, default_value = agent::PID_FILE)]
@@ -77,7 +97,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse().cmd) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("xlb: {e:#}");
             ExitCode::FAILURE
@@ -85,7 +105,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Cmd) -> Result<()> {
+fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Run {
             config,
@@ -102,17 +122,21 @@ fn run(cmd: Cmd) -> Result<()> {
                 socket,
                 keep_dataplane,
                 pin_path,
-            })),
+            }))?,
         Cmd::Status { json, socket } => {
             print!("{}", agent::query_status(&socket, json)?);
-            Ok(())
         }
         Cmd::Check { config } => {
             let c = config::load(&config)?;
             print!("{}", Plan::build(&c, &Runtime::from_config_hints(&c), None));
-            Ok(())
         }
-        Cmd::Reload { pid_file } => agent::signal_reload(&pid_file),
+        Cmd::Reload { pid_file } => agent::signal_reload(&pid_file)?,
+        Cmd::ImportKeepalived {
+            file,
+            output,
+            interface,
+            snat_address,
+        } => return import_keepalived(file, output, interface, snat_address),
         Cmd::Maglev {
             seed,
             size,
@@ -125,9 +149,43 @@ fn run(cmd: Cmd) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let table = maglev::build(seed, size, &members);
             println!("{:016x}", digest(&table));
-            Ok(())
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `xlb import-keepalived`: YAML to stdout or `output`, the report to
+/// stderr; 0 when everything was carried over, 2 when something was dropped
+/// or left to fill in, 1 when the input cannot be read or the output written.
+fn import_keepalived(
+    file: PathBuf,
+    output: Option<PathBuf>,
+    interface: Option<String>,
+    snat_addresses: Vec<Ipv4Addr>,
+) -> Result<ExitCode> {
+    let opts = import::Options {
+        interface,
+        snat_addresses,
+    };
+    let imp = import::import(&file, &opts, &import::Disk)?;
+    let written = match &output {
+        Some(path) => {
+            std::fs::write(path, &imp.yaml).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
+        None => std::io::stdout()
+            .write_all(imp.yaml.as_bytes())
+            .map_err(|e| anyhow::anyhow!("stdout: {e}")),
+    };
+    let mut err = std::io::stderr().lock();
+    for line in &imp.report {
+        writeln!(err, "{line}")?;
+    }
+    written?;
+    Ok(if imp.lossy() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn parse_member(id: u32, s: &str) -> Result<Member> {
