@@ -611,6 +611,106 @@ fn keepalived_interop_v3_both_ways() -> Result<(), Failed> {
     interop(3, 0.5, false)
 }
 
+/// A keepalived.conf as a tutorial writes it: node `n` of a master/backup
+/// pair with an LVS virtual server for DNS on the VIP.
+fn tutorial_conf(n: usize) -> String {
+    let (state, prio) = if n == 0 {
+        ("MASTER", 150)
+    } else {
+        ("BACKUP", 100)
+    };
+    format!(
+        "! keepalived.conf, node n{node}\n\
+         global_defs {{\n   router_id LB_N{node}\n}}\n\n\
+         vrrp_instance VI_1 {{\n    state {state}\n    interface eth0\n    virtual_router_id 51\n    \
+         priority {prio}\n    advert_int 1\n    authentication {{\n        auth_type PASS\n        auth_pass 1111\n    }}\n    \
+         virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n\n\
+         virtual_server {VIP} 53 {{\n    delay_loop 6\n    lb_algo rr\n    lb_kind DR\n    protocol UDP\n\n    \
+         real_server {BACKEND} 53 {{\n        weight 1\n    }}\n}}\n",
+        node = n + 1
+    )
+}
+
+/// `xlb import-keepalived` of node `n`'s file, with this lab's pin path.
+fn imported(n: usize, conf: &str) -> Result<String, Failed> {
+    let l = lab();
+    let path = l.dir.join(format!("n{}-import.conf", n + 1));
+    std::fs::write(&path, conf)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .arg("import-keepalived")
+        .arg(&path)
+        .arg("--snat-address")
+        .arg(snat_addr(n).to_string())
+        .output()?;
+    let report = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "import of n{}: exit {:?}\n{report}",
+        n + 1,
+        out.status.code()
+    );
+    check(out.status.success(), || {
+        format!("the import dropped something:\n{report}")
+    })?;
+    let yaml = String::from_utf8(out.stdout)?;
+    // Three agents share this host: each needs its own pins.
+    Ok(yaml.replacen(
+        "global:\n",
+        &format!("global:\n  pin_path: {}\n", l.pin_dir(n).display()),
+        1,
+    ))
+}
+
+/// A keepalived master/backup pair, the same pair imported and run as two
+/// agents, and a mixed pair: same master, same failover, and the imported
+/// virtual server serves the VIP.
+fn imported_keepalived_pair_behaves_like_the_original() -> Result<(), Failed> {
+    let l = lab();
+    let among = [0, 1];
+    let confs = [tutorial_conf(0), tutorial_conf(1)];
+    let yaml = [imported(0, &confs[0])?, imported(1, &confs[1])?];
+    // `run` is a closure per node: keepalived with its file, or the agent
+    // with the import of it. Returns the failover time after SIGTERM.
+    let pair = |agents: [bool; 2]| -> Result<Duration, Failed> {
+        for n in [1, 0] {
+            if agents[n] {
+                l.start_agent(n, &yaml[n]);
+            } else {
+                l.start_keepalived(n, &confs[n]);
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        l.wait_holders(VIP, &among, &[0], master_down(2, 1.0, 100) + SETTLE)?;
+        if agents[0] {
+            check(answers(VIP, Duration::from_millis(500)) > 10, || {
+                "the imported virtual server does not answer on n1".into()
+            })?;
+        }
+        l.signal(0, libc::SIGTERM);
+        let took = l.wait_holders(VIP, &among, &[1], SETTLE)?;
+        l.stop(0, libc::SIGTERM);
+        if agents[1] {
+            check(answers(VIP, Duration::from_millis(500)) > 10, || {
+                "the imported virtual server does not answer on n2".into()
+            })?;
+        }
+        l.stop(1, libc::SIGTERM);
+        Ok(took)
+    };
+    let bound = skew(2, 1.0, 100) + SLACK;
+    let ka = pair([false, false])?;
+    let ours = pair([true, true])?;
+    let mixed = pair([false, true])?;
+    eprintln!(
+        "failover after SIGTERM of the master: keepalived pair {ka:?}, imported pair {ours:?}, keepalived -> imported agent {mixed:?} (bound {bound:?})"
+    );
+    check(ka <= bound && ours <= bound && mixed <= bound, || {
+        format!("failover over {bound:?}")
+    })?;
+    check(l.holders(VIP).is_empty(), || {
+        format!("left behind: {:?}", l.holders(VIP))
+    })
+}
+
 macro_rules! trials {
     ($($f:ident),* $(,)?) => { vec![$(Trial::test(stringify!($f), $f)),*] };
 }
@@ -637,6 +737,7 @@ fn main() {
         health_quorum_tracking_moves_mastership,
         keepalived_interop_v2_with_pass_both_ways,
         keepalived_interop_v3_both_ways,
+        imported_keepalived_pair_behaves_like_the_original,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     lab.teardown();
