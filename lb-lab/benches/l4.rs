@@ -54,7 +54,14 @@ struct Sample {
     errors: u64,
 }
 
-fn busy_jiffies() -> Result<u64> {
+/// A point in time for [`busy_ms_since`]: wall clock and the machine's
+/// idle, iowait and steal ticks.
+struct CpuMark {
+    at: std::time::Instant,
+    not_busy: u64,
+}
+
+fn cpu_mark() -> Result<CpuMark> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;
     let v: Vec<u64> = line
@@ -63,7 +70,37 @@ fn busy_jiffies() -> Result<u64> {
         .filter_map(|x| x.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal
-    Ok(v[0] + v[1] + v[2] + v[5] + v[6] + v.get(7).copied().unwrap_or(0))
+    Ok(CpuMark {
+        at: std::time::Instant::now(),
+        not_busy: v[3] + v[4] + v.get(7).copied().unwrap_or(0),
+    })
+}
+
+/// Busy CPU ms of the whole machine since `m`: wall time × CPUs minus idle,
+/// iowait and steal. Idle time is measured exactly on a tickless kernel,
+/// while the busy fields are sampled at ticks and miss short bursts.
+fn busy_ms_since(m: &CpuMark) -> Result<f64> {
+    let now = cpu_mark()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let wall = now.at.duration_since(m.at).as_secs_f64() * 1000.0 * cpus;
+    let idle = (now.not_busy - m.not_busy) as f64 / ticks_per_sec() * 1000.0;
+    Ok((wall - idle).max(0.0))
+}
+
+/// User + system CPU ms of process `pid` (and its reaped children).
+fn process_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // After the name: state is not numeric, so utime is index 10 here.
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    ticks as f64 / ticks_per_sec() * 1000.0
 }
 
 fn ticks_per_sec() -> f64 {
@@ -106,9 +143,9 @@ fn wrk_for(lab: &Lab, target: &str, close: bool, secs: u32) -> Result<Sample> {
         args.extend(["-H", "Connection: close"]);
     }
     args.push(&url);
-    let before = busy_jiffies()?;
+    let before = cpu_mark()?;
     let out = lab.client.exec(&args)?;
-    let cpu = (busy_jiffies()? - before) as f64 / ticks_per_sec() * 1000.0;
+    let cpu = busy_ms_since(&before)?;
     let mut s = Sample::default();
     let mut requests = 0.0;
     for line in out.lines() {
@@ -138,7 +175,7 @@ fn wrk_for(lab: &Lab, target: &str, close: bool, secs: u32) -> Result<Sample> {
 fn dnsperf(lab: &Lab, dir: &Path, target: &str, max_qps: Option<u32>) -> Result<Sample> {
     let data = dir.join("queries.txt");
     std::fs::write(&data, "whoami.demo TXT\n")?;
-    let before = busy_jiffies()?;
+    let before = cpu_mark()?;
     let qps = max_qps.map(|q| q.to_string());
     let limit: Vec<&str> = match &qps {
         Some(q) => vec!["-Q", q],
@@ -165,7 +202,7 @@ fn dnsperf(lab: &Lab, dir: &Path, target: &str, max_qps: Option<u32>) -> Result<
         ]
         .concat(),
     )?;
-    let cpu = (busy_jiffies()? - before) as f64 / ticks_per_sec() * 1000.0;
+    let cpu = busy_ms_since(&before)?;
     let mut s = Sample::default();
     let mut completed = 0.0;
     for line in out.lines() {
@@ -194,7 +231,7 @@ fn fixed_close(lab: &Lab, target: &str) -> Result<Sample> {
     let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
     let threads = 8;
     let period = Duration::from_secs_f64(threads as f64 / FIXED_CLOSE as f64);
-    let before = busy_jiffies()?;
+    let before = cpu_mark()?;
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -212,7 +249,7 @@ fn fixed_close(lab: &Lab, target: &str) -> Result<Sample> {
             });
         }
     });
-    let cpu = (busy_jiffies()? - before) as f64 / ticks_per_sec() * 1000.0;
+    let cpu = busy_ms_since(&before)?;
     let done = ok.load(Ordering::Relaxed) as f64;
     if done == 0.0 {
         bail!("no request to {addr} completed");
@@ -284,7 +321,7 @@ fn haproxy_conf() -> String {
         .map(|b| format!("  server b{} {}:80\n", b + 1, backend_addr(b)))
         .collect();
     format!(
-        "global\n  maxconn 20000\n\
+        "global\n  maxconn 8000\n\
          defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
          frontend web\n  bind {VIP}:80\n  default_backend web\n\
          backend web\n  balance roundrobin\n{servers}"
@@ -332,7 +369,19 @@ fn start_proxy(lab: &Lab, dir: &Path, setup: &str) -> Result<Option<String>> {
     };
     let name = format!("proxy-{setup}");
     lab.spawn(&lab.lbs[0], &name, &mut cmd)?;
-    std::thread::sleep(Duration::from_millis(500));
+    let vip = std::net::SocketAddrV4::new(VIP, 80);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !lab::in_ns(&lab.client, || {
+        std::net::TcpStream::connect_timeout(&vip.into(), Duration::from_millis(200)).is_ok()
+    })? {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{setup} does not listen on {vip}:\n{}",
+                lab.log_tail(&name, 10)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok(Some(name))
 }
 
@@ -498,7 +547,7 @@ fn main() -> Result<()> {
     // results[setup][test] = samples
     let mut results: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); TESTS.len()]; SETUPS.len()];
     // `-- pps` runs only the packet-rate part.
-    let rounds = if std::env::args().any(|a| a == "pps") {
+    let rounds = if std::env::args().any(|a| a == "pps" || a == "stamina") {
         0
     } else {
         ROUNDS
@@ -510,16 +559,27 @@ fn main() -> Result<()> {
                 std::thread::sleep(Duration::from_secs(2));
             }
             let proxy = start_proxy(&lab, &dir, setup)?;
-            for (ti, test) in TESTS.iter().enumerate() {
+            // The light fixed loads first, before the saturating runs leave
+            // TIME_WAIT sockets and timers behind.
+            for ti in [3, 4, 0, 1, 2] {
+                let test = &TESTS[ti];
+                let lb_proc = match *setup {
+                    "xlb" => lab.pid("lb1"),
+                    "direct" => None,
+                    other => lab.pid(&format!("proxy-{other}")),
+                };
+                let proc_before = lb_proc.map(process_ms);
                 if let Some(s) = measure(&lab, &dir, setup, test)? {
+                    let proc_ms = lb_proc.map(process_ms).zip(proc_before).map(|(a, b)| a - b);
                     println!(
-                        "round {} {setup:<8} {test:<15} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {:>6.1} ms/1k  errors {}",
+                        "round {} {setup:<8} {test:<15} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {:>6.1} ms/1k  errors {}  LB process {} ms",
                         round + 1,
                         s.rate,
                         s.p50_ms,
                         s.p99_ms,
                         s.cpu_ms_per_1k,
-                        s.errors
+                        s.errors,
+                        proc_ms.map_or("-".into(), |m| format!("{m:.0}"))
                     );
                     results[si][ti].push(s);
                 }
@@ -535,27 +595,80 @@ fn main() -> Result<()> {
             }
         }
     }
-    let stamina = if rounds > 0 {
+    let only_stamina = std::env::args().any(|a| a == "stamina");
+    let stamina = if rounds > 0 || only_stamina {
         stamina(&lab, &dir)?
     } else {
         Vec::new()
     };
+    if only_stamina {
+        return Ok(());
+    }
     let rates = pps(&lab, ROUNDS)?;
     report(&results, &stamina, &rates)?;
     Ok(())
 }
 
-/// New connections as fast as they come for STAMINA_SECS, through xlb and
-/// through nginx: does the LB run out of source ports to the backends?
+/// New connections as fast as they come for STAMINA_SECS, direct, through
+/// xlb and through nginx: does the LB run out of source ports to the
+/// backends, and does the rate hold?
 fn stamina(lab: &Lab, dir: &Path) -> Result<Vec<(String, Sample)>> {
     let mut out = Vec::new();
-    for setup in ["xlb", "nginx"] {
+    for setup in ["direct", "xlb", "nginx"] {
         if setup == "xlb" {
             lab.start_agent(0)?;
             std::thread::sleep(Duration::from_secs(2));
         }
         let proxy = start_proxy(lab, dir, setup)?;
-        let s = wrk_for(lab, &VIP.to_string(), true, STAMINA_SECS)?;
+        let target = if setup == "direct" {
+            backend_addr(0).to_string()
+        } else {
+            VIP.to_string()
+        };
+        let s = wrk_for(lab, &target, true, STAMINA_SECS)?;
+        // Why a rate does not hold: the kernel's TCP counters at both ends.
+        for ns in [&lab.client, &lab.backends[0]] {
+            let out = ns.exec(&["nstat", "-a"]).unwrap_or_default();
+            let keys = [
+                "TcpExtTCPSynRetrans",
+                "TcpExtTW",
+                "TcpExtTWRecycled",
+                "TcpExtPAWSEstab",
+                "TcpExtTCPTimeWaitOverflow",
+                "TcpExtTCPChallengeACK",
+                "TcpExtListenOverflows",
+                "TcpExtListenDrops",
+                "TcpExtTCPAbortOnData",
+                "TcpAttemptFails",
+                "TcpEstabResets",
+                "TcpExtTCPSYNChallenge",
+                "TcpExtTSECRRejected",
+                "TcpExtPAWSActive",
+            ];
+            let picked: Vec<String> = out
+                .lines()
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace();
+                    let (k, v) = (w.next()?, w.next()?);
+                    (keys.contains(&k) && v != "0").then(|| format!("{k} {v}"))
+                })
+                .collect();
+            println!("stamina {setup} {}: {}", ns.name, picked.join(", "));
+            let _ = ns.exec(&["nstat", "-r"]);
+        }
+        if setup == "xlb" {
+            // Where flows went: the data path's counted reasons.
+            if let Ok(st) = lab.status(0) {
+                let reasons: Vec<String> = st["reasons"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                println!("stamina xlb reasons: {}", reasons.join(", "));
+            }
+        }
         println!(
             "stamina {setup:<6} {STAMINA_SECS} s of new connections: {:.0}/s, {} errors",
             s.rate, s.errors

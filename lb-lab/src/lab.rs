@@ -304,6 +304,16 @@ impl Lab {
         n
     }
 
+    /// The pid of the running process called `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
+    }
+
     fn running(&self, name: &str) -> bool {
         self.procs
             .lock()

@@ -259,6 +259,34 @@ fn backend_weight(lab: &Lab, node: usize, service: &str, b: usize) -> Option<u64
         .as_u64()
 }
 
+/// Polls `cond` every 50 ms until it holds, or fails with `what` after
+/// `limit`.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<(), Failed> {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        ensure(
+            Instant::now() < deadline,
+            format!("{what}: not within {limit:?}"),
+        )?;
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Rewrites b3's web weight in the config, reloads both agents and waits
+/// until both apply it.
+fn set_b3_weight(lab: &Lab, weight: u32) -> Result<(), Failed> {
+    write_config(lab, weight);
+    for i in 0..LBS {
+        lab.reload_agent(i)?;
+    }
+    wait_until(
+        Duration::from_secs(5),
+        &format!("reload to b3 weight {weight} on both nodes"),
+        || (0..LBS).all(|i| backend_weight(lab, i, "web", 2) == Some(u64::from(weight))),
+    )
+}
+
 fn config_reload(lab: &Lab) -> Result<(), Failed> {
     let load = Load::start(
         &lab.client.name,
@@ -270,36 +298,14 @@ fn config_reload(lab: &Lab) -> Result<(), Failed> {
         },
     );
     thread::sleep(Duration::from_secs(1));
-    write_config(lab, 0);
-    for i in 0..LBS {
-        lab.reload_agent(i)?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (0..LBS).any(|i| backend_weight(lab, i, "web", 2) != Some(0)) {
-        ensure(
-            Instant::now() < deadline,
-            "the reload did not set b3's weight to 0 on both nodes",
-        )?;
-        thread::sleep(Duration::from_millis(100));
-    }
+    set_b3_weight(lab, 0)?;
     let (counts, errors, _) = many_gets(lab, 400);
     println!("  weight of b3 set to 0 by reload: 400 new connections {counts:?}, errors {errors}");
     ensure(
         counts[2] == 0 && errors == 0,
         format!("after the reload b3 still got new connections: {counts:?}, errors {errors}"),
     )?;
-    write_config(lab, 1);
-    for i in 0..LBS {
-        lab.reload_agent(i)?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (0..LBS).any(|i| backend_weight(lab, i, "web", 2) != Some(1)) {
-        ensure(
-            Instant::now() < deadline,
-            "the second reload did not restore b3",
-        )?;
-        thread::sleep(Duration::from_millis(100));
-    }
+    set_b3_weight(lab, 1)?;
     let total = load.stop();
     println!("  during both reloads: {total:?}");
     ensure(
@@ -326,16 +332,14 @@ fn backend_death_and_recovery(lab: &Lab) -> Result<(), Failed> {
     let killed_at = Instant::now();
     lab.kill_backend(1);
     let master = lab.wait_master(Duration::from_secs(1))?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = lab.status(master)?;
-        let down = s["services"][0]["backends"][1]["health"] == "down";
-        if down {
-            break;
-        }
-        ensure(Instant::now() < deadline, "b2 not marked down within 5 s")?;
-        thread::sleep(Duration::from_millis(50));
-    }
+    let b2_health = || {
+        lab.status(master)
+            .map(|s| s["services"][0]["backends"][1]["health"].clone())
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(5), "b2 marked down", || {
+        b2_health() == "down"
+    })?;
     println!(
         "  b2 marked down {} ms after its servers died",
         killed_at.elapsed().as_millis()
@@ -366,11 +370,7 @@ fn backend_death_and_recovery(lab: &Lab) -> Result<(), Failed> {
     })??;
     println!("  {kept} established streams to b1/b3 answered by the same backend");
     lab.start_backend(1)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while lab.status(master)?["services"][0]["backends"][1]["health"] != "up" {
-        ensure(Instant::now() < deadline, "b2 not back up within 5 s")?;
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(5), "b2 back up", || b2_health() == "up")?;
     let (counts, errors, _) = many_gets(lab, 400);
     println!("  b2 back: 400 new connections {counts:?}, errors {errors}");
     ensure(
@@ -395,14 +395,11 @@ fn vrrp_failover_with_traffic(lab: &Lab) -> Result<(), Failed> {
     let before = load.stats.snapshot();
     let t0 = Instant::now();
     lab.stop_agent(master, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while lab.vrrp_state(other) != "MASTER" {
-        ensure(
-            Instant::now() < deadline,
-            format!("lb{} did not become MASTER", other + 1),
-        )?;
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        &format!("lb{} MASTER", other + 1),
+        || lab.vrrp_state(other) == "MASTER",
+    )?;
     println!(
         "  lb{} MASTER {} ms after lb{} got SIGTERM",
         other + 1,
