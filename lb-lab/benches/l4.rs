@@ -806,6 +806,32 @@ fn report(
             "| {setup} | {ka} | {ka_l} | {cl} | {cl_l} | {dn} | {ka_c} / {cl_c} / {dn_c} | {ka_a} / {cl_a} / {dn_a} |"
         );
     }
+    let _ = writeln!(
+        md,
+        "\nCPU at a fixed load ({FIXED_CLOSE} new connections/s from 8 paced client threads, {FIXED_DNS} DNS q/s from dnsperf -Q): \
+         whole-machine busy ms per 1,000 requests (wall time × CPUs − idle − iowait − steal), and what each setup adds over direct.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| setup | new conns/s achieved | CPU ms per 1k | added | DNS q/s achieved | CPU ms per 1k | added |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for (si, setup) in SETUPS.iter().enumerate() {
+        let mut row = format!("| {setup} |");
+        for ti in [3, 4] {
+            if results[si][ti].is_empty() {
+                row += " n/a | n/a | n/a |";
+                continue;
+            }
+            let cpu = med(si, ti, |s| s.cpu_ms_per_1k);
+            row += &format!(
+                " {:.0} | {cpu:.1} | {:+.1} |",
+                med(si, ti, |s| s.rate),
+                cpu - direct_cpu(ti)
+            );
+        }
+        let _ = writeln!(md, "{row}");
+    }
     let ratio =
         |ti: usize, a: usize, b: usize| med(a, ti, |s| s.rate) / med(b, ti, |s| s.rate).max(1.0);
     let added =
