@@ -138,7 +138,7 @@ fn run(args: &[&str]) -> Result<()> {
             cargo(&["bench", "-p", "lb-lab", "--bench", "l4"])
         }
         ["bench", other] => {
-            bail!("bench {other}: not yet; available: dataplane, agent, health, failover, l4")
+            bail!("bench {other}: unknown; available: dataplane, agent, health, failover, l4")
         }
         _ => {
             print!("{USAGE}");
