@@ -352,6 +352,41 @@ fn a_failing_weight_0_script_is_fault_and_hands_over_at_once() -> Result<(), Fai
     Ok(())
 }
 
+/// keepalived's interface tracking: the master's link goes down, it is
+/// FAULT and the backup takes over after master-down; the link comes back,
+/// the node returns and preempts.
+fn link_down_is_fault_and_link_up_preempts_back() -> Result<(), Failed> {
+    let l = lab();
+    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
+    let t0 = Instant::now();
+    l.nodes[0].ip(&["link", "set", "eth0", "down"]);
+    let took = l.wait_holders(VIP, &[1], &[1], SETTLE)?;
+    // Master-down of n2, plus one link poll.
+    let bound = master_down(3, ADVERT, 100) + Duration::from_millis(100) + SLACK;
+    let (s1, v1) = vrrp_state(0, "VI_1");
+    eprintln!("n2 took over {took:?} after n1's link went down (bound {bound:?}); n1: {s1}");
+    check(
+        s1 == "FAULT"
+            && v1["tracking"].as_array().is_some_and(|t| {
+                t.iter()
+                    .any(|x| x.as_str().is_some_and(|x| x.contains("interface eth0")))
+            }),
+        || format!("n1 with its link down: {v1}"),
+    )?;
+    check(!l.holds(0, VIP) && !serving(0, "dns-VI_1"), || {
+        "n1 kept the VIP or its service in FAULT".into()
+    })?;
+    check(took <= bound && t0.elapsed() >= took, || {
+        format!("n2 took {took:?}")
+    })?;
+    l.nodes[0].ip(&["link", "set", "eth0", "up"]);
+    l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
+    let (s1, v1) = vrrp_state(0, "VI_1");
+    check(s1 == "MASTER", || {
+        format!("n1 after its link came back: {v1}")
+    })
+}
+
 fn three_agents_elect_the_highest_and_fall_back_in_order() -> Result<(), Failed> {
     let l = lab();
     start(2, 200, "");
@@ -730,6 +765,7 @@ fn main() {
         preempt_delay_defers_the_takeover,
         track_script_moves_mastership_and_back,
         a_failing_weight_0_script_is_fault_and_hands_over_at_once,
+        link_down_is_fault_and_link_up_preempts_back,
         three_agents_elect_the_highest_and_fall_back_in_order,
         dual_master_each_node_serves_only_its_own_vip,
         split_brain_is_answered_and_heals_within_one_advert_interval,

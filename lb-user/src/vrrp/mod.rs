@@ -218,6 +218,8 @@ struct Engine {
     script_ok: BTreeMap<String, bool>,
     /// Whether each tracked virtual server's quorum holds.
     quorum_ok: BTreeMap<String, bool>,
+    /// Whether each interface is up and running, as last polled.
+    link_up: BTreeMap<String, bool>,
 }
 
 /// A datagram from one of the interfaces.
@@ -304,6 +306,7 @@ impl Engine {
                 quorum_ok.insert(t.name.clone(), true);
             }
         }
+        let link_up = ifaces.iter().map(|f| (f.name.clone(), f.link.up)).collect();
         Ok(Engine {
             ifaces,
             instances,
@@ -314,6 +317,7 @@ impl Engine {
             scripts: c.vrrp_scripts.clone(),
             script_ok: BTreeMap::new(),
             quorum_ok,
+            link_up,
         })
     }
 
@@ -343,6 +347,15 @@ impl Engine {
                 }
             });
         }
+        // An interface that goes down puts its instances in FAULT, as in
+        // keepalived: polled, because link events need a multicast group
+        // and a poll every 100 ms is cheap.
+        let (link_tx, mut link_rx) = mpsc::channel(16);
+        tokio::spawn(watch_links(
+            self.netlink.clone(),
+            self.ifaces.iter().map(|f| f.name.clone()).collect(),
+            link_tx,
+        ));
         let (track_tx, mut track_rx) = mpsc::channel(64);
         let used: std::collections::BTreeSet<&String> = self
             .instances
@@ -374,6 +387,15 @@ impl Engine {
                 Some(r) = rx.recv() => self.on_datagram(r).await,
                 Some((name, ok)) = track_rx.recv() => {
                     self.script_ok.insert(name, ok);
+                    self.retrack_all().await;
+                }
+                Some((name, up)) = link_rx.recv() => {
+                    if up {
+                        info!(interface = %name, "link up");
+                    } else {
+                        warn!(interface = %name, "link down: its instances go to FAULT");
+                    }
+                    self.link_up.insert(name, up);
                     self.retrack_all().await;
                 }
                 cmd = cmds.recv() => match cmd {
@@ -663,6 +685,12 @@ impl Engine {
         let i = &self.instances[n];
         let mut why = Vec::new();
         let mut items: Vec<(String, i32, Option<bool>)> = Vec::new();
+        let iface = &self.ifaces[i.iface].name;
+        items.push((
+            format!("interface {iface}"),
+            0,
+            self.link_up.get(iface).copied(),
+        ));
         for s in &i.cfg.track_script {
             let w = self.scripts.get(s).map_or(0, |s| s.weight);
             items.push((s.clone(), w, self.script_ok.get(s).copied()));
@@ -700,6 +728,25 @@ impl Engine {
             self.act_telling(n, a, false).await;
         }
         self.publish();
+    }
+}
+
+/// Polls each interface's state every 100 ms and reports changes (and the
+/// first state) until the engine goes away.
+async fn watch_links(netlink: Netlink, names: Vec<String>, tx: mpsc::Sender<(String, bool)>) {
+    let mut last: BTreeMap<String, bool> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        for name in &names {
+            // A vanished interface counts as down.
+            let up = netlink.link(name).await.is_ok_and(|l| l.up);
+            if last.insert(name.clone(), up) != Some(up)
+                && tx.send((name.clone(), up)).await.is_err()
+            {
+                return;
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::{
     address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
-    link::LinkAttribute,
+    link::{LinkAttribute, LinkFlags},
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -131,6 +131,8 @@ pub struct Netlink {
 pub struct Link {
     pub index: u32,
     pub mac: [u8; 6],
+    /// Administratively up and running (carrier present).
+    pub up: bool,
 }
 
 impl Netlink {
@@ -162,9 +164,11 @@ impl Netlink {
                 }
             }
         }
+        let flags = msg.header.flags;
         Ok(Link {
             index: msg.header.index,
             mac,
+            up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
         })
     }
 
