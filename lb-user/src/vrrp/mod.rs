@@ -218,8 +218,6 @@ struct Engine {
     script_ok: BTreeMap<String, bool>,
     /// Whether each tracked virtual server's quorum holds.
     quorum_ok: BTreeMap<String, bool>,
-    /// Whether each interface is up and running, as last polled.
-    link_up: BTreeMap<String, bool>,
 }
 
 /// A datagram from one of the interfaces.
@@ -306,7 +304,6 @@ impl Engine {
                 quorum_ok.insert(t.name.clone(), true);
             }
         }
-        let link_up = ifaces.iter().map(|f| (f.name.clone(), f.link.up)).collect();
         Ok(Engine {
             ifaces,
             instances,
@@ -317,7 +314,6 @@ impl Engine {
             scripts: c.vrrp_scripts.clone(),
             script_ok: BTreeMap::new(),
             quorum_ok,
-            link_up,
         })
     }
 
@@ -353,7 +349,10 @@ impl Engine {
         let (link_tx, mut link_rx) = mpsc::channel(16);
         tokio::spawn(watch_links(
             self.netlink.clone(),
-            self.ifaces.iter().map(|f| f.name.clone()).collect(),
+            self.ifaces
+                .iter()
+                .map(|f| (f.name.clone(), f.link.up))
+                .collect(),
             link_tx,
         ));
         let (track_tx, mut track_rx) = mpsc::channel(64);
@@ -389,13 +388,14 @@ impl Engine {
                     self.script_ok.insert(name, ok);
                     self.retrack_all().await;
                 }
-                Some((name, up)) = link_rx.recv() => {
+                Some((n, up)) = link_rx.recv() => {
+                    let f = &mut self.ifaces[n];
                     if up {
-                        info!(interface = %name, "link up");
+                        info!(interface = %f.name, "link up");
                     } else {
-                        warn!(interface = %name, "link down: its instances go to FAULT");
+                        warn!(interface = %f.name, "link down: its instances go to FAULT");
                     }
-                    self.link_up.insert(name, up);
+                    f.link.up = up;
                     self.retrack_all().await;
                 }
                 cmd = cmds.recv() => match cmd {
@@ -685,12 +685,8 @@ impl Engine {
         let i = &self.instances[n];
         let mut why = Vec::new();
         let mut items: Vec<(String, i32, Option<bool>)> = Vec::new();
-        let iface = &self.ifaces[i.iface].name;
-        items.push((
-            format!("interface {iface}"),
-            0,
-            self.link_up.get(iface).copied(),
-        ));
+        let iface = &self.ifaces[i.iface];
+        items.push((format!("interface {}", iface.name), 0, Some(iface.link.up)));
         for s in &i.cfg.track_script {
             let w = self.scripts.get(s).map_or(0, |s| s.weight);
             items.push((s.clone(), w, self.script_ok.get(s).copied()));
@@ -731,20 +727,24 @@ impl Engine {
     }
 }
 
-/// Polls each interface's state every 100 ms and reports changes (and the
-/// first state) until the engine goes away.
-async fn watch_links(netlink: Netlink, names: Vec<String>, tx: mpsc::Sender<(String, bool)>) {
-    let mut last: BTreeMap<String, bool> = BTreeMap::new();
+/// Polls each interface (name, state at start) every 100 ms and reports
+/// changes by index until the engine goes away.
+async fn watch_links(
+    netlink: Netlink,
+    mut links: Vec<(String, bool)>,
+    tx: mpsc::Sender<(usize, bool)>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        for name in &names {
+        for (n, (name, last)) in links.iter_mut().enumerate() {
             // A vanished interface counts as down.
             let up = netlink.link(name).await.is_ok_and(|l| l.up);
-            if last.insert(name.clone(), up) != Some(up)
-                && tx.send((name.clone(), up)).await.is_err()
-            {
-                return;
+            if up != *last {
+                *last = up;
+                if tx.send((n, up)).await.is_err() {
+                    return;
+                }
             }
         }
     }
