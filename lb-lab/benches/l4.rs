@@ -89,18 +89,9 @@ fn busy_ms_since(m: &CpuMark) -> Result<f64> {
 
 /// User + system CPU ms of process `pid` (and its reaped children).
 fn process_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .filter_map(|f| f.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    // After the name: state is not numeric, so utime is index 10 here.
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
-    ticks as f64 / ticks_per_sec() * 1000.0
+    // utime and stime.
+    let ticks = [14, 15].map(|f| lab::stat_field(pid, f).unwrap_or(0));
+    (ticks[0] + ticks[1]) as f64 / ticks_per_sec() * 1000.0
 }
 
 fn ticks_per_sec() -> f64 {
@@ -370,18 +361,8 @@ fn start_proxy(lab: &Lab, dir: &Path, setup: &str) -> Result<Option<String>> {
     let name = format!("proxy-{setup}");
     lab.spawn(&lab.lbs[0], &name, &mut cmd)?;
     let vip = std::net::SocketAddrV4::new(VIP, 80);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !lab::in_ns(&lab.client, || {
-        std::net::TcpStream::connect_timeout(&vip.into(), Duration::from_millis(200)).is_ok()
-    })? {
-        if std::time::Instant::now() > deadline {
-            bail!(
-                "{setup} does not listen on {vip}:\n{}",
-                lab.log_tail(&name, 10)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    lab::wait_tcp(&lab.client, vip, Duration::from_secs(5))
+        .with_context(|| format!("{setup} does not listen:\n{}", lab.log_tail(&name, 10)))?;
     Ok(Some(name))
 }
 
@@ -410,14 +391,7 @@ fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
     f.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0]);
     f.extend_from_slice(&lab::CLIENT.octets());
     f.extend_from_slice(&VIP.octets());
-    let mut sum: u32 = f[ip_start..ip_start + 20]
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let csum = !(sum as u16);
+    let csum = lb_user::vrrp::wire::checksum(&[&f[ip_start..ip_start + 20]]);
     f[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
     // UDP 40000 -> SINK_PORT, length 26, checksum 0 (none), 18 bytes payload.
     f.extend_from_slice(&40000u16.to_be_bytes());
@@ -438,37 +412,28 @@ fn pps_run(lab: &Lab) -> Result<(f64, f64)> {
     let before: u64 = (0..BACKENDS)
         .map(|b| lab::rx_packets(&lab.backends[b], "eth0"))
         .sum::<Result<u64>>()?;
-    let ifindex: u32 = lab
-        .client
-        .ip(&["-o", "link", "show", "dev", "eth0"])?
-        .split(':')
-        .next()
-        .context("ifindex")?
-        .trim()
-        .parse()?;
-    let (sent_secs, elapsed) =
-        lab::in_ns(&lab.client, || -> Result<(f64, std::time::Instant)> {
-            let mut obj = aya::Ebpf::load(lb_user::dataplane::BENCH_OBJECT)?;
-            let prog: &mut Xdp = obj.program_mut("tx").context("tx")?.try_into()?;
-            prog.load()?;
-            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue, egress
-            let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0]
-                .iter()
-                .flat_map(|v| v.to_ne_bytes())
-                .collect();
-            let start = std::time::Instant::now();
-            prog.test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ctx_in: Some(&ctx),
-                repeat: FRAMES,
-                attrs: TestRunAttrs::new().xdp_live_frames(64),
-                ..TestRunOptions::new()
-            })?;
-            Ok((start.elapsed().as_secs_f64(), start))
-        })??;
+    let sent_secs = lab::in_ns(&lab.client, || -> Result<f64> {
+        let ifindex = lb_user::agent::ifindex("eth0")?;
+        let mut obj = aya::Ebpf::load(lb_user::dataplane::BENCH_OBJECT)?;
+        let prog: &mut Xdp = obj.program_mut("tx").context("tx")?.try_into()?;
+        prog.load()?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue, egress
+        let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let start = std::time::Instant::now();
+        prog.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx),
+            repeat: FRAMES,
+            attrs: TestRunAttrs::new().xdp_live_frames(64),
+            ..TestRunOptions::new()
+        })?;
+        Ok(start.elapsed().as_secs_f64())
+    })??;
     // Let the queues drain before counting.
     std::thread::sleep(Duration::from_millis(500));
-    let _ = elapsed;
     let after: u64 = (0..BACKENDS)
         .map(|b| lab::rx_packets(&lab.backends[b], "eth0"))
         .sum::<Result<u64>>()?;

@@ -91,15 +91,20 @@ pub fn state_dir(prefix: &str) -> PathBuf {
     std::env::temp_dir().join(prefix)
 }
 
-fn start_time(pid: u32) -> Option<u64> {
+/// Field `n` of `/proc/<pid>/stat`, counted from 1 as in proc(5).
+pub fn stat_field(pid: u32, n: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22, counted after the parenthesised command name.
+    // Fields after the parenthesised command name start at 3 (state).
     stat.rsplit_once(')')?
         .1
         .split_whitespace()
-        .nth(19)?
+        .nth(n.checked_sub(3)?)?
         .parse()
         .ok()
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -158,7 +163,9 @@ pub fn clean(prefix: &str) -> Result<()> {
     Ok(())
 }
 
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+/// Polls `ready` every 50 ms until it holds, or fails naming `what` after
+/// `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !ready() {
         if Instant::now() > deadline {
@@ -169,15 +176,14 @@ fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Res
     Ok(())
 }
 
-/// Whether a TCP port answers, from inside namespace `ns`.
-fn tcp_open(ns: &Netns, addr: SocketAddrV4) -> bool {
-    let name = ns.name.clone();
-    thread::spawn(move || {
-        crate::netns::enter_netns(&name).is_ok()
-            && TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok()
+/// Waits until a TCP connect to `addr` from inside `ns` succeeds.
+pub fn wait_tcp(ns: &Netns, addr: SocketAddrV4, limit: Duration) -> Result<()> {
+    wait_for(&format!("{addr} from {}", ns.name), limit, || {
+        in_ns(ns, || {
+            TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok()
+        })
+        .unwrap_or(false)
     })
-    .join()
-    .unwrap_or(false)
 }
 
 impl Lab {
@@ -220,17 +226,13 @@ impl Lab {
             backends.push(ns);
         }
         let pass = if opts.native_pass {
-            let sw_name = sw.name.clone();
-            thread::spawn(move || -> Result<Vec<aya::Ebpf>> {
-                crate::netns::enter_netns(&sw_name)?;
+            in_ns(&sw, || -> Result<Vec<aya::Ebpf>> {
                 (0..LBS)
                     .map(|i| format!("lb{}", i + 1))
                     .chain(["client".to_string()])
                     .map(|port| attach_pass(&port))
                     .collect()
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("attaching XDP_PASS panicked"))??
+            })??
         } else {
             Vec::new()
         };
@@ -278,10 +280,9 @@ impl Lab {
     }
 
     /// Stops the processes called `name` with `sig` and waits for them
-    /// (bounded: SIGKILL after 5 s). Returns how many there were.
-    pub fn stop(&self, name: &str, sig: i32) -> usize {
+    /// (bounded: SIGKILL after 5 s).
+    pub fn stop(&self, name: &str, sig: i32) {
         let mut procs = self.procs.lock().unwrap();
-        let mut n = 0;
         let mut i = 0;
         while i < procs.len() {
             if procs[i].name != name {
@@ -299,9 +300,7 @@ impl Lab {
                 }
                 thread::sleep(Duration::from_millis(20));
             }
-            n += 1;
         }
-        n
     }
 
     /// The pid of the running process called `name`.
@@ -370,9 +369,11 @@ impl Lab {
                 &format!("--txt-record=whoami.demo,{name}"),
             ]),
         )?;
-        wait_for(&format!("{name} nginx"), Duration::from_secs(10), || {
-            tcp_open(ns, SocketAddrV4::new(backend_addr(i), 80))
-        })
+        wait_tcp(
+            ns,
+            SocketAddrV4::new(backend_addr(i), 80),
+            Duration::from_secs(10),
+        )
     }
 
     /// Kills backend `i`'s servers, as a crash would.
@@ -495,6 +496,26 @@ impl Drop for Lab {
         }
         let _ = clean(&self.opts.prefix);
     }
+}
+
+/// Service `name` in a node's `xlb status --json`.
+pub fn service<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["services"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == name)
+}
+
+/// The backend at `addr` of service `name` in a node's status.
+pub fn backend<'a>(
+    status: &'a serde_json::Value,
+    name: &str,
+    addr: Ipv4Addr,
+) -> Option<&'a serde_json::Value> {
+    service(status, name)?["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["address"] == addr.to_string())
 }
 
 /// Runs `f` on a thread inside namespace `ns`.

@@ -82,46 +82,44 @@ fn web() -> SocketAddrV4 {
 /// `n` new HTTP connections from the client, on 4 threads: per backend
 /// counts, errors, and the sources the backends saw.
 fn many_gets(lab: &Lab, n: usize) -> ([usize; BACKENDS], usize, Vec<String>) {
-    in_ns(&lab.client, || {
-        thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| {
-                    s.spawn(|| {
-                        lab.client.enter().unwrap();
-                        let mut counts = [0usize; BACKENDS];
-                        let (mut errors, mut seen) = (0, Vec::new());
-                        for _ in 0..n / 4 {
-                            match http_get(web()) {
-                                Ok((b, src)) => {
-                                    counts[b] += 1;
-                                    if !seen.contains(&src) {
-                                        seen.push(src);
-                                    }
+    // Each thread enters the client's namespace itself.
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    lab.client.enter().unwrap();
+                    let mut counts = [0usize; BACKENDS];
+                    let (mut errors, mut seen) = (0, Vec::new());
+                    for _ in 0..n / 4 {
+                        match http_get(web()) {
+                            Ok((b, src)) => {
+                                counts[b] += 1;
+                                if !seen.contains(&src) {
+                                    seen.push(src);
                                 }
-                                Err(_) => errors += 1,
                             }
+                            Err(_) => errors += 1,
                         }
-                        (counts, errors, seen)
-                    })
-                })
-                .collect();
-            let mut total = ([0usize; BACKENDS], 0, Vec::new());
-            for h in handles {
-                let (c, e, s) = h.join().unwrap();
-                for (t, n) in total.0.iter_mut().zip(c) {
-                    *t += n;
-                }
-                total.1 += e;
-                for src in s {
-                    if !total.2.contains(&src) {
-                        total.2.push(src);
                     }
+                    (counts, errors, seen)
+                })
+            })
+            .collect();
+        let mut total = ([0usize; BACKENDS], 0, Vec::new());
+        for h in handles {
+            let (c, e, s) = h.join().unwrap();
+            for (t, n) in total.0.iter_mut().zip(c) {
+                *t += n;
+            }
+            total.1 += e;
+            for src in s {
+                if !total.2.contains(&src) {
+                    total.2.push(src);
                 }
             }
-            total
-        })
+        }
+        total
     })
-    .unwrap()
 }
 
 fn http_shares_follow_weights(lab: &Lab) -> Result<(), Failed> {
@@ -247,30 +245,18 @@ fn write_config(lab: &Lab, weight_b3: u32) {
     std::fs::write(&lab.opts.config, config(weight_b3)).unwrap();
 }
 
-fn backend_weight(lab: &Lab, node: usize, service: &str, b: usize) -> Option<u64> {
-    let s = lab.status(node).ok()?;
-    s["services"]
-        .as_array()?
-        .iter()
-        .find(|v| v["name"] == service)?["backends"]
-        .as_array()?
-        .iter()
-        .find(|v| v["address"] == backend_addr(b).to_string())?["weight"]
-        .as_u64()
-}
-
-/// Polls `cond` every 50 ms until it holds, or fails with `what` after
-/// `limit`.
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<(), Failed> {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        ensure(
-            Instant::now() < deadline,
-            format!("{what}: not within {limit:?}"),
-        )?;
-        thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+/// A field of backend `b` of `service` in node `node`'s status.
+fn backend_field(
+    lab: &Lab,
+    node: usize,
+    service: &str,
+    b: usize,
+    field: &str,
+) -> serde_json::Value {
+    lab.status(node)
+        .ok()
+        .and_then(|s| lab::backend(&s, service, backend_addr(b)).map(|v| v[field].clone()))
+        .unwrap_or_default()
 }
 
 /// Rewrites b3's web weight in the config, reloads both agents and waits
@@ -280,11 +266,11 @@ fn set_b3_weight(lab: &Lab, weight: u32) -> Result<(), Failed> {
     for i in 0..LBS {
         lab.reload_agent(i)?;
     }
-    wait_until(
-        Duration::from_secs(5),
+    Ok(lab::wait_for(
         &format!("reload to b3 weight {weight} on both nodes"),
-        || (0..LBS).all(|i| backend_weight(lab, i, "web", 2) == Some(u64::from(weight))),
-    )
+        Duration::from_secs(5),
+        || (0..LBS).all(|i| backend_field(lab, i, "web", 2, "weight") == weight),
+    )?)
 }
 
 fn config_reload(lab: &Lab) -> Result<(), Failed> {
@@ -332,12 +318,8 @@ fn backend_death_and_recovery(lab: &Lab) -> Result<(), Failed> {
     let killed_at = Instant::now();
     lab.kill_backend(1);
     let master = lab.wait_master(Duration::from_secs(1))?;
-    let b2_health = || {
-        lab.status(master)
-            .map(|s| s["services"][0]["backends"][1]["health"].clone())
-            .unwrap_or_default()
-    };
-    wait_until(Duration::from_secs(5), "b2 marked down", || {
+    let b2_health = || backend_field(lab, master, "web", 1, "health");
+    lab::wait_for("b2 marked down", Duration::from_secs(5), || {
         b2_health() == "down"
     })?;
     println!(
@@ -370,7 +352,7 @@ fn backend_death_and_recovery(lab: &Lab) -> Result<(), Failed> {
     })??;
     println!("  {kept} established streams to b1/b3 answered by the same backend");
     lab.start_backend(1)?;
-    wait_until(Duration::from_secs(5), "b2 back up", || b2_health() == "up")?;
+    lab::wait_for("b2 back up", Duration::from_secs(5), || b2_health() == "up")?;
     let (counts, errors, _) = many_gets(lab, 400);
     println!("  b2 back: 400 new connections {counts:?}, errors {errors}");
     ensure(
@@ -395,9 +377,9 @@ fn vrrp_failover_with_traffic(lab: &Lab) -> Result<(), Failed> {
     let before = load.stats.snapshot();
     let t0 = Instant::now();
     lab.stop_agent(master, libc::SIGTERM);
-    wait_until(
-        Duration::from_secs(5),
+    lab::wait_for(
         &format!("lb{} MASTER", other + 1),
+        Duration::from_secs(5),
         || lab.vrrp_state(other) == "MASTER",
     )?;
     println!(

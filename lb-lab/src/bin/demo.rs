@@ -2,8 +2,8 @@
 //! dnsmasq backends, with live client traffic and a scripted scenario.
 
 use std::{
-    collections::BTreeMap,
     io::{IsTerminal, Write},
+    net::Ipv4Addr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -180,8 +180,8 @@ fn summary(t: &Snapshot) {
 struct View {
     last: Snapshot,
     last_at: Instant,
-    /// Data-path new connections per backend address, per node, last read.
-    lb_conns: BTreeMap<(usize, String), u64>,
+    /// Data-path new connections per node and backend, as last read.
+    lb_conns: [[Option<u64>; BACKENDS]; LBS],
     tty: bool,
 }
 
@@ -190,7 +190,7 @@ impl View {
         View {
             last: first,
             last_at: Instant::now(),
-            lb_conns: BTreeMap::new(),
+            lb_conns: [[None; BACKENDS]; LBS],
             tty: std::io::stdout().is_terminal(),
         }
     }
@@ -246,23 +246,20 @@ impl View {
             .map(|b| rate(now.dns[b], self.last.dns[b]))
             .sum();
         for b in 0..BACKENDS {
-            let addr = backend_addr(b).to_string();
+            let addr = backend_addr(b);
             let info = master.and_then(|m| status[m].as_ref());
             let (weight, web_h, dns_h) = match info {
                 Some(s) => {
-                    let (w, h) = backend(s, "web", &addr);
-                    (w, h, backend(s, "dns", &addr).1)
+                    let (w, h) = weight_health(s, "web", addr);
+                    (w, h, weight_health(s, "dns", addr).1)
                 }
                 None => ("-".into(), "-".into(), "-".into()),
             };
             let mut conns = 0;
             for (i, s) in status.iter().enumerate() {
                 let Some(s) = s else { continue };
-                let total = new_conns(s, &addr);
-                let prev = self
-                    .lb_conns
-                    .insert((i, addr.clone()), total)
-                    .unwrap_or(total);
+                let total = new_conns(s, addr);
+                let prev = self.lb_conns[i][b].replace(total).unwrap_or(total);
                 conns += rate(total, prev);
             }
             let h = rate(now.http[b], self.last.http[b]);
@@ -308,41 +305,30 @@ fn pct(a: u64, total: u64) -> u64 {
     (a * 100).checked_div(total).unwrap_or(0)
 }
 
-fn service<'a>(s: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    s["services"].as_array()?.iter().find(|v| v["name"] == name)
-}
-
 fn serving(s: &serde_json::Value, name: &str) -> String {
-    match service(s, name) {
+    match lab::service(s, name) {
         Some(v) if v["serving"] == true => format!("serving ({} up)", v["healthy"]),
         Some(_) => "standby".into(),
         None => "-".into(),
     }
 }
 
-/// Weight and health of a backend of service `name`.
-fn backend(s: &serde_json::Value, name: &str, addr: &str) -> (String, String) {
-    let Some(b) = service(s, name)
-        .and_then(|v| v["backends"].as_array())
-        .and_then(|bs| bs.iter().find(|b| b["address"] == addr))
-    else {
-        return ("-".into(), "-".into());
-    };
-    (
-        b["weight"].to_string(),
-        b["health"].as_str().unwrap_or("-").to_string(),
-    )
+/// Weight and health of the backend at `addr` of service `name`.
+fn weight_health(s: &serde_json::Value, name: &str, addr: Ipv4Addr) -> (String, String) {
+    match lab::backend(s, name, addr) {
+        Some(b) => (
+            b["weight"].to_string(),
+            b["health"].as_str().unwrap_or("-").to_string(),
+        ),
+        None => ("-".into(), "-".into()),
+    }
 }
 
 /// New connections the node's data path sent to the backend at `addr`,
 /// over all its services.
-fn new_conns(s: &serde_json::Value, addr: &str) -> u64 {
-    s["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|v| v["backends"].as_array().into_iter().flatten())
-        .filter(|b| b["address"] == addr)
-        .filter_map(|b| b["new_conns"].as_u64())
+fn new_conns(s: &serde_json::Value, addr: Ipv4Addr) -> u64 {
+    ["web", "dns"]
+        .iter()
+        .filter_map(|name| lab::backend(s, name, addr)?["new_conns"].as_u64())
         .sum()
 }
