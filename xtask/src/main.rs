@@ -33,6 +33,31 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "dnsperf",
 ];
 
+/// `cargo xtask bench NAME`: the package holding it and why it needs root.
+const BENCHES: &[(&str, &str, &str)] = &[
+    ("dataplane", "lb-user", "the benchmark loads XDP programs"),
+    (
+        "agent",
+        "lb-user",
+        "the benchmark runs the agent in a network namespace",
+    ),
+    (
+        "health",
+        "lb-user",
+        "the benchmark runs the agent in a network namespace",
+    ),
+    (
+        "failover",
+        "lb-user",
+        "the benchmark builds a network-namespace lab",
+    ),
+    (
+        "l4",
+        "lb-lab",
+        "the benchmark builds a network-namespace lab",
+    ),
+];
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
@@ -111,34 +136,18 @@ fn run(args: &[&str]) -> Result<()> {
             }
             Ok(())
         }
-        ["bench", "dataplane"] => {
+        ["bench", name] => {
+            let Some((_, package, why)) = BENCHES.iter().find(|(n, _, _)| n == name) else {
+                let names: Vec<&str> = BENCHES.iter().map(|(n, _, _)| *n).collect();
+                bail!("bench {name}: unknown; available: {}", names.join(", "));
+            };
             setup()?;
-            require_root("the benchmark loads XDP programs")?;
-            cargo(&["bench", "-p", "lb-user", "--bench", "dataplane"])
-        }
-        ["bench", "agent"] => {
-            setup()?;
-            require_root("the benchmark runs the agent in a network namespace")?;
-            cargo(&["bench", "-p", "lb-user", "--bench", "agent"])
-        }
-        ["bench", "health"] => {
-            setup()?;
-            require_root("the benchmark runs the agent in a network namespace")?;
-            cargo(&["bench", "-p", "lb-user", "--bench", "health"])
-        }
-        ["bench", "failover"] => {
-            setup()?;
-            require_root("the benchmark builds a network-namespace lab")?;
-            cargo(&["bench", "-p", "lb-user", "--bench", "failover"])
-        }
-        ["bench", "l4"] => {
-            setup()?;
-            require_root("the benchmark builds a network-namespace lab")?;
-            cargo(&["build", "--release", "-p", "lb-user"])?;
-            cargo(&["bench", "-p", "lb-lab", "--bench", "l4"])
-        }
-        ["bench", other] => {
-            bail!("bench {other}: unknown; available: dataplane, agent, health, failover, l4")
+            require_root(why)?;
+            if *package == "lb-lab" {
+                // The lab runs the release agent.
+                cargo(&["build", "--release", "-p", "lb-user", "-p", "lb-lab"])?;
+            }
+            cargo(&["bench", "-p", package, "--bench", name])
         }
         _ => {
             print!("{USAGE}");
