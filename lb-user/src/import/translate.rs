@@ -147,6 +147,22 @@ struct Cx<'a> {
 }
 
 /// A statement as written, shortened for messages.
+/// An instance's own value, else the one `global_defs` sets as
+/// `vrrp_<key>` (annotated as such), else the default already in `slot`.
+fn own_or_global<T>(ann: &mut Ann, key: &str, slot: &mut T, own: Option<T>, global: Option<T>) {
+    match (own, global) {
+        (Some(v), _) => {
+            *slot = v;
+            ann.show(key);
+        }
+        (None, Some(v)) => {
+            *slot = v;
+            ann.trail(key, format!("from global_defs vrrp_{key}"));
+        }
+        _ => {}
+    }
+}
+
 fn show(n: &Node) -> String {
     let mut s = n.name().to_string();
     if !n.args.is_empty() {
@@ -2150,34 +2166,20 @@ fn finish_instance(
             }
         }
     }
-    match (k.garp_repeat, g.garp_repeat) {
-        (Some(v), _) => {
-            i.garp_master_repeat = v;
-            ann.show("garp_master_repeat");
-        }
-        (None, Some(v)) => {
-            i.garp_master_repeat = v;
-            ann.trail(
-                "garp_master_repeat",
-                "from global_defs vrrp_garp_master_repeat",
-            );
-        }
-        _ => {}
-    }
-    match (k.garp_delay, g.garp_delay) {
-        (Some(v), _) => {
-            i.garp_master_delay = v;
-            ann.show("garp_master_delay");
-        }
-        (None, Some(v)) => {
-            i.garp_master_delay = v;
-            ann.trail(
-                "garp_master_delay",
-                "from global_defs vrrp_garp_master_delay",
-            );
-        }
-        _ => {}
-    }
+    own_or_global(
+        ann,
+        "garp_master_repeat",
+        &mut i.garp_master_repeat,
+        k.garp_repeat,
+        g.garp_repeat,
+    );
+    own_or_global(
+        ann,
+        "garp_master_delay",
+        &mut i.garp_master_delay,
+        k.garp_delay,
+        g.garp_delay,
+    );
     let mut addrs = vec![];
     for v in &mut k.vips {
         let j = i.virtual_ipaddress.len();
