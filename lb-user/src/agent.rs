@@ -128,7 +128,7 @@ impl Agent {
     /// its connections keep flowing.
     pub fn start(path: &Path, pin_path: Option<String>) -> Result<(Agent, Inputs)> {
         let text = read(path)?;
-        let config = parse(&text, path, &pin_path)?;
+        let config = parse(&text, path, pin_path.as_deref())?;
         let text_hash = hash(&text);
         drop(text);
         let mut runtime = Runtime::from_config_hints(&config);
@@ -374,7 +374,7 @@ impl Agent {
             info!(changed = 0, "reloaded: the file is unchanged");
             return Ok(());
         }
-        let config = parse(&text, &self.path, &self.pin_path)?;
+        let config = parse(&text, &self.path, self.pin_path.as_deref())?;
         drop(text);
         let parsed = started.elapsed();
         if config.vrrp_instances != self.config.vrrp_instances
@@ -536,10 +536,10 @@ impl Agent {
 }
 
 /// Parses a config, with the command line's pin path in place of its own.
-fn parse(text: &str, path: &Path, pin_path: &Option<String>) -> Result<Config> {
+fn parse(text: &str, path: &Path, pin_path: Option<&str>) -> Result<Config> {
     let mut config = config::parse(text, &path.display().to_string())?;
     if let Some(p) = pin_path {
-        config.global.pin_path = p.clone();
+        config.global.pin_path = p.to_string();
     }
     Ok(config)
 }
