@@ -4,6 +4,7 @@
 //! error names the file, the line and the key path, e.g.
 //! `lb.yaml:12: virtual_servers[0].real_servers[1].wieght: unknown key ...`.
 
+mod include;
 mod lines;
 mod validate;
 
@@ -11,6 +12,7 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 
 use serde::{Deserialize, Serialize};
 
+pub use include::{Loaded, Loader};
 pub use lines::LineIndex;
 pub use validate::{parse_cidr, status_ranges};
 
@@ -33,6 +35,10 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub global: Global,
+    /// Files holding more virtual servers (globs relative to this file's
+    /// directory); see `include`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
     #[serde(default)]
     pub vrrp_scripts: BTreeMap<String, VrrpScript>,
     #[serde(default)]
@@ -595,20 +601,24 @@ checker!(
     }
 );
 
-/// Reads and validates `path`.
+/// Reads and validates `path` and the files it includes.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        errors: vec![format!("{name}: {e}")],
-    })?;
-    parse(&text, &name)
+    Loader::default().load(path).map(|l| l.config)
 }
 
-/// Parses and validates `text`, naming it `file` in errors.
+/// Parses and validates `text`, naming it `file` in errors; includes are
+/// relative to `file`'s directory.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    Loader::default()
+        .parse(text, Path::new(file))
+        .map(|l| l.config)
+}
+
+/// Deserializes `text` as a `T`, naming it `file` in errors.
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
-    let config: Config = match serde_path_to_error::deserialize(de) {
-        Ok(c) => c,
+    match serde_path_to_error::deserialize(de) {
+        Ok(c) => Ok(c),
         Err(e) => {
             // Positions are only worked out on failure: indexing a large
             // file costs more than parsing it.
@@ -633,25 +643,11 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             } else {
                 format!(" {path}:")
             };
-            return Err(ConfigError {
+            Err(ConfigError {
                 errors: vec![format!("{file}:{line}:{where_} {msg}")],
-            });
-        }
-    };
-    let problems = validate::check(&config);
-    if problems.is_empty() {
-        return Ok(config);
-    }
-    let index = LineIndex::new(text).unwrap_or_default();
-    Err(ConfigError {
-        errors: problems
-            .into_iter()
-            .map(|(path, msg)| {
-                let line = index.line(&path).unwrap_or(1);
-                format!("{file}:{line}: {path}: {msg}")
             })
-            .collect(),
-    })
+        }
+    }
 }
 
 /// serde_yaml appends " at line N column M"; the line is already in front.

@@ -340,3 +340,156 @@ fn real_server_stays_small() {
         std::mem::size_of::<RealServer>()
     );
 }
+
+/// A fresh directory for files a test includes; removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("xlb-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("conf.d")).unwrap();
+        TempDir(d)
+    }
+    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn included(name: &str, vip: &str, weight: &str) -> String {
+    format!(
+        "virtual_servers:\n  - name: {name}\n    vip: {vip}\n    port: 80\n    \
+         snat: {{addresses: [192.0.2.2]}}\n    real_servers:\n      \
+         - address: 198.51.100.1\n        port: 8080\n        weight: {weight}\n"
+    )
+}
+
+const MAIN: &str = "global:\n  interface: eth0\ninclude: [conf.d/*.yaml]\n";
+
+#[test]
+fn included_files_add_virtual_servers_in_name_order() {
+    let d = TempDir::new("order");
+    let main = d.write("xlb.yaml", MAIN);
+    d.write("conf.d/b.yaml", &included("b", "192.0.2.11", "1"));
+    d.write("conf.d/a.yaml", &included("a", "192.0.2.10", "1"));
+    // Not matched: another suffix, and a hidden editor file.
+    d.write("conf.d/c.yaml.orig", &included("c", "192.0.2.12", "1"));
+    d.write("conf.d/.d.yaml", &included("d", "192.0.2.13", "1"));
+    let c = load(&main).unwrap();
+    let names: Vec<&str> = c.virtual_servers.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    // An empty conf.d is fine.
+    let e = TempDir::new("empty");
+    assert!(load(&e.write("xlb.yaml", MAIN))
+        .unwrap()
+        .virtual_servers
+        .is_empty());
+}
+
+#[test]
+fn errors_in_included_files_name_that_file_and_line() {
+    let d = TempDir::new("errors");
+    let main = d.write("xlb.yaml", MAIN);
+    d.write("conf.d/a.yaml", &included("a", "192.0.2.10", "1"));
+    let b = d.write("conf.d/b.yaml", &included("b", "192.0.2.11", "70000"));
+    let err = |p: &Path| load(p).unwrap_err().errors;
+    assert_eq!(
+        err(&main),
+        [format!(
+            "{}:9: virtual_servers[0].real_servers[0].weight: 70000 is out of range 0-65535",
+            b.display()
+        )]
+    );
+    d.write(
+        "conf.d/b.yaml",
+        &included("b", "192.0.2.11", "1").replace("weight", "wieght"),
+    );
+    assert_eq!(
+        err(&main),
+        [format!(
+            "{}:9: virtual_servers[0].real_servers[0].wieght: unknown key `wieght`, expected one of `address`, `port`, `weight`, `inhibit_on_failure`, `tcp_check`, `http_get`, `ssl_get`, `dns_check`, `misc_check`, `notify_up`, `notify_down`, `alpha`",
+            b.display()
+        )]
+    );
+    // A duplicate across files names both by their own files.
+    d.write("conf.d/b.yaml", &included("a", "192.0.2.11", "1"));
+    assert_eq!(
+        err(&main),
+        [format!(
+            "{}:2: virtual_servers[0].name: duplicate virtual server name \"a\" (first is virtual_servers[0] of {})",
+            b.display(),
+            d.0.join("conf.d/a.yaml").display()
+        )]
+    );
+    // Only virtual servers belong in an included file.
+    d.write("conf.d/b.yaml", "global:\n  interface: eth1\n");
+    assert_eq!(
+        err(&main),
+        [format!(
+            "{}:1: global: unknown key `global`, expected `virtual_servers`",
+            b.display()
+        )]
+    );
+    // A plain path must exist; a wildcard may match nothing.
+    let m = d.write(
+        "xlb.yaml",
+        "global:\n  interface: eth0\ninclude:\n  - conf.d/*.yaml\n  - extra.yaml\n",
+    );
+    assert_eq!(
+        err(&m),
+        [format!(
+            "{}:5: include[1]: {}: no such file",
+            m.display(),
+            d.0.join("extra.yaml").display()
+        )]
+    );
+}
+
+#[test]
+fn a_reload_parses_only_the_files_that_changed() {
+    let d = TempDir::new("reload");
+    let main = d.write("xlb.yaml", MAIN);
+    for i in 0..5 {
+        d.write(
+            &format!("conf.d/{i}.yaml"),
+            &included(&format!("vs{i}"), &format!("192.0.2.{}", 10 + i), "1"),
+        );
+    }
+    let mut l = Loader::default();
+    let first = l.load(&main).unwrap();
+    assert_eq!(first.parsed_files, 5);
+    let text = std::fs::read_to_string(&main).unwrap();
+    assert!(l
+        .parse_if_changed(&text, &main, Some(first.hash))
+        .unwrap()
+        .is_none());
+    d.write("conf.d/3.yaml", &included("vs3", "192.0.2.13", "7"));
+    let second = l
+        .parse_if_changed(&text, &main, Some(first.hash))
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.parsed_files, 1);
+    assert_ne!(second.hash, first.hash);
+    assert_eq!(second.config.virtual_servers[3].real_servers[0].weight, 7);
+    assert_eq!(second.config.virtual_servers.len(), 5);
+    // A removed file is a change too, and its servers are gone.
+    std::fs::remove_file(d.0.join("conf.d/0.yaml")).unwrap();
+    let third = l
+        .parse_if_changed(&text, &main, Some(second.hash))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (third.parsed_files, third.config.virtual_servers.len()),
+        (0, 4)
+    );
+    // Same result as a fresh load.
+    assert_eq!(third.config, load(&main).unwrap());
+}
