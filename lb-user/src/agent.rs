@@ -38,7 +38,10 @@ pub struct Agent {
     path: PathBuf,
     /// `--pin-path`: replaces `global.pin_path` of every config read.
     pin_path: Option<String>,
-    /// Hash of the file's bytes, so a reload of an unchanged file is free.
+    /// Reads the config and its includes; keeps what it parsed of each
+    /// included file, so a reload parses only the files that changed.
+    loader: config::Loader,
+    /// Hash of the files' bytes, so a reload of unchanged files is free.
     text_hash: u64,
     config: Config,
     runtime: Runtime,
@@ -46,8 +49,8 @@ pub struct Agent {
     dp: Dataplane,
     /// Health transitions from the checker tasks.
     health_tx: mpsc::Sender<health::Event>,
-    /// One task per checked real server.
-    watchers: Vec<tokio::task::JoinHandle<()>>,
+    /// One task per checked real server, with the checker it runs.
+    watchers: std::collections::HashMap<ServerKey, (health::Checker, tokio::task::JoinHandle<()>)>,
     /// The last reason each checked server gave.
     why: BTreeMap<ServerKey, String>,
     /// Durations of recent checks.
@@ -128,9 +131,11 @@ impl Agent {
     /// its connections keep flowing.
     pub fn start(path: &Path, pin_path: Option<String>) -> Result<(Agent, Inputs)> {
         let text = read(path)?;
-        let config = parse(&text, path, pin_path.as_deref())?;
-        let text_hash = hash(&text);
+        let mut loader = config::Loader::default();
+        let loaded = loader.parse(&text, path)?;
         drop(text);
+        let text_hash = loaded.hash;
+        let config = with_pin_path(loaded.config, pin_path.as_deref());
         let mut runtime = Runtime::from_config_hints(&config);
         // VRRP decides: an instance's services wait for it to be MASTER.
         runtime.masters.clear();
@@ -193,13 +198,14 @@ impl Agent {
         let mut agent = Agent {
             path: path.to_path_buf(),
             pin_path,
+            loader,
             text_hash,
             config,
             runtime,
             plan,
             dp,
             health_tx,
-            watchers: Vec::new(),
+            watchers: Default::default(),
             why: BTreeMap::new(),
             latencies: Default::default(),
             vrrp,
@@ -270,45 +276,94 @@ impl Agent {
             .collect()
     }
 
-    /// One task per real server with a checker, starting from its current state.
+    /// One task per real server with a checker, starting from its current
+    /// state. A reload keeps the tasks whose checker is unchanged: their
+    /// schedule and counters go on, and a large pool is not checked all at
+    /// once after every reload.
     fn start_checks(&mut self) {
-        for w in self.watchers.drain(..) {
-            w.abort();
-        }
         let checkers = health::checkers(&self.config);
-        if !checkers.is_empty() {
-            info!(servers = checkers.len(), "health checks started");
-        }
+        let mut next = std::collections::HashMap::with_capacity(checkers.len());
+        let (mut kept, mut started) = (0usize, 0usize);
         for c in checkers {
+            if let Some((old, task)) = self.watchers.remove(&c.server) {
+                if old == c && !task.is_finished() {
+                    next.insert(c.server.clone(), (old, task));
+                    kept += 1;
+                    continue;
+                }
+                task.abort();
+            }
             let up = !self.runtime.down.contains(&c.server);
-            self.watchers.push(tokio::spawn(health::watch_timed(
-                c,
+            let task = tokio::spawn(health::watch_timed(
+                c.clone(),
                 up,
                 self.health_tx.clone(),
                 self.latencies.clone(),
-            )));
+            ));
+            next.insert(c.server.clone(), (c, task));
+            started += 1;
+        }
+        for (_, (_, task)) in self.watchers.drain() {
+            task.abort();
+        }
+        self.watchers = next;
+        if started > 0 {
+            info!(
+                servers = self.watchers.len(),
+                started, kept, "health checks started"
+            );
         }
     }
 
     /// A real server changed state: log why, run its notify script, and
-    /// rebuild its service's table once.
+    /// rebuild the tables once.
     pub fn on_health(&mut self, ev: health::Event) -> Result<()> {
+        self.on_health_batch(vec![ev])
+    }
+
+    /// Several health changes at once, with one plan rebuild for all: when a
+    /// whole rack fails, thousands of checks fail together, and a rebuild
+    /// per server would cost O(servers) each.
+    pub fn on_health_batch(&mut self, events: Vec<health::Event>) -> Result<()> {
+        let mut resets = Vec::new();
+        let mut changed = false;
+        for ev in events {
+            if let Some(reset) = self.record_health(ev) {
+                changed = true;
+                resets.extend(reset);
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let plan = Plan::build(&self.config, &self.runtime, Some(&self.plan.ids));
+        let diff = plan.diff(Some(&self.plan));
+        apply(&mut self.dp, &diff)?;
+        for (vs_name, sk, addr, port) in resets {
+            if let Some(&id) = plan.ids.backends.get(&(sk, addr, port, false)) {
+                let n = self.dp.purge_backend(id)?;
+                info!(service = %vs_name, server = %format!("{addr}:{port}"), connections = n, "on_down reset: connections purged");
+            }
+        }
+        self.plan = plan;
+        self.sync_quorum();
+        Ok(())
+    }
+
+    /// Records one health change (state, reason, weight, notify script).
+    /// None when the server is no longer configured; otherwise the server
+    /// to purge if its service resets connections on down.
+    fn record_health(&mut self, ev: health::Event) -> Option<Option<Purge>> {
         let (vs_name, addr, port) = ev.server.clone();
-        let Some(vs) = self
+        let vs = self
             .config
             .virtual_servers
             .iter()
-            .find(|v| v.name == vs_name)
-        else {
-            return Ok(());
-        };
-        let Some(rs) = vs
+            .find(|v| v.name == vs_name)?;
+        let rs = vs
             .real_servers
             .iter()
-            .find(|r| (r.address, r.port) == (addr, port))
-        else {
-            return Ok(());
-        };
+            .find(|r| (r.address, r.port) == (addr, port))?;
         let was_down = self.runtime.down.contains(&ev.server);
         if ev.up {
             self.runtime.down.remove(&ev.server);
@@ -333,26 +388,14 @@ impl Agent {
             }
         }
         let reset = !ev.up && vs.on_down == crate::config::OnDown::Reset;
-        let plan = Plan::build(&self.config, &self.runtime, Some(&self.plan.ids));
-        let diff = plan.diff(Some(&self.plan));
-        apply(&mut self.dp, &diff)?;
-        if reset {
-            let sk = (vs.vip, vs.port, vs.protocol.number());
-            if let Some(&id) = plan.ids.backends.get(&(sk, addr, port, false)) {
-                let n = self.dp.purge_backend(id)?;
-                info!(service = %vs_name, server = %format!("{addr}:{port}"), connections = n, "on_down reset: connections purged");
-            }
-        }
-        self.plan = plan;
-        self.sync_quorum();
-        Ok(())
+        Some(reset.then(|| (vs_name, (vs.vip, vs.port, vs.protocol.number()), addr, port)))
     }
 
     /// Stops: detaches and unpins everything, or with `keep` leaves the data
     /// path running for the next agent to take over.
     pub async fn stop(mut self, keep: bool) -> Result<()> {
-        for w in self.watchers.drain(..) {
-            w.abort();
+        for (_, (_, task)) in self.watchers.drain() {
+            task.abort();
         }
         if let Some(v) = self.vrrp.take() {
             v.stop().await;
@@ -369,13 +412,17 @@ impl Agent {
     pub fn reload(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
         let text = read(&self.path)?;
-        let text_hash = hash(&text);
-        if text_hash == self.text_hash {
-            info!(changed = 0, "reloaded: the file is unchanged");
+        let Some(loaded) = self
+            .loader
+            .parse_if_changed(&text, &self.path, Some(self.text_hash))?
+        else {
+            info!(changed = 0, "reloaded: the files are unchanged");
             return Ok(());
-        }
-        let config = parse(&text, &self.path, self.pin_path.as_deref())?;
+        };
         drop(text);
+        let text_hash = loaded.hash;
+        let parsed_files = loaded.parsed_files;
+        let config = with_pin_path(loaded.config, self.pin_path.as_deref());
         let parsed = started.elapsed();
         if config.vrrp_instances != self.config.vrrp_instances
             || config.vrrp_scripts != self.config.vrrp_scripts
@@ -409,6 +456,7 @@ impl Agent {
             changed,
             ms = ms(done),
             parse_ms = ms(parsed),
+            parsed_files,
             plan_ms = ms(planned - parsed),
             apply_ms = ms(done - planned),
             "reloaded"
@@ -535,24 +583,16 @@ impl Agent {
     }
 }
 
-/// Parses a config, with the command line's pin path in place of its own.
-fn parse(text: &str, path: &Path, pin_path: Option<&str>) -> Result<Config> {
-    let mut config = config::parse(text, &path.display().to_string())?;
+/// `config` with the command line's pin path in place of its own.
+fn with_pin_path(mut config: Config, pin_path: Option<&str>) -> Config {
     if let Some(p) = pin_path {
         config.global.pin_path = p.to_string();
     }
-    Ok(config)
+    config
 }
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn hash(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
 }
 
 /// Parsing a large config allocates far more than it keeps; hand the freed
@@ -620,6 +660,18 @@ pub struct RunOptions {
     pub pin_path: Option<String>,
 }
 
+/// A server whose connections are purged: service name, service key,
+/// address and port.
+type Purge = (
+    String,
+    (std::net::Ipv4Addr, u16, u8),
+    std::net::Ipv4Addr,
+    u16,
+);
+
+/// Most health changes applied with one plan rebuild.
+const HEALTH_BATCH: usize = 4096;
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
     let RunOptions {
@@ -630,6 +682,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         pin_path,
     } = opts;
     let (pid_file, socket) = (pid_file.as_path(), socket.as_path());
+    // Handlers first: a SIGHUP or SIGTERM that comes during start-up (a
+    // config-management run, `systemctl reload` right after start) is
+    // handled once the loop runs instead of killing the agent.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let (mut agent, mut inputs) = Agent::start(&path, pin_path)?;
     std::fs::write(pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
@@ -646,9 +704,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
         None => None,
     };
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -658,7 +713,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             Some(ev) = inputs.health.recv() => {
-                if let Err(e) = agent.on_health(ev) {
+                // Whatever else is already waiting goes into the same rebuild.
+                let mut batch = vec![ev];
+                while batch.len() < HEALTH_BATCH {
+                    match inputs.health.try_recv() {
+                        Ok(ev) => batch.push(ev),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = agent.on_health_batch(batch) {
                     error!("applying a health change: {e:#}");
                 }
             }

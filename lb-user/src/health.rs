@@ -44,7 +44,7 @@ pub struct Event {
 }
 
 /// What a check does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Tcp,
     Http(Http),
@@ -60,7 +60,7 @@ pub enum Kind {
 }
 
 /// `http_get` / `ssl_get`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Http {
     pub tls: bool,
     pub verify: bool,
@@ -73,7 +73,7 @@ pub struct Http {
 }
 
 /// One real server's checker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Checker {
     pub server: ServerKey,
     /// Where the check connects (`connect_ip`/`connect_port` override the server).
@@ -213,7 +213,10 @@ pub async fn watch_timed(c: Checker, mut up: bool, tx: mpsc::Sender<Event>, lat:
     let mut weight = None;
     loop {
         let t = Instant::now();
-        let outcome = probe(&c).await;
+        // Boxed: a probe's state (TLS, HTTP, DNS) is tens of KiB, and a
+        // task would otherwise hold that between checks; 100,000 checked
+        // servers then cost gigabytes.
+        let outcome = Box::pin(probe(&c)).await;
         if let Ok(mut l) = lat.lock() {
             l.record(t.elapsed());
         }
@@ -651,6 +654,30 @@ async fn misc(command: &str, limit: Duration, dynamic: bool) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One task per checked server lives for the agent's lifetime: its
+    /// state between checks must stay small (it was ~20 KiB with the probe
+    /// inline, gigabytes for a 100,000-server pool).
+    #[test]
+    fn a_checker_task_is_small() {
+        let c = Config {
+            global: crate::config::Global {
+                interface: "eth0".into(),
+                ..Default::default()
+            },
+            virtual_servers: vec![serde_yaml::from_str(
+                "{name: w, vip: 192.0.2.1, port: 80, snat: {addresses: [192.0.2.2]}, \
+                 real_servers: [{address: 198.51.100.1, port: 80, http_get: {path: /}}]}",
+            )
+            .unwrap()],
+            ..Default::default()
+        };
+        let checker = checkers(&c).pop().unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let task = watch_timed(checker, true, tx, Default::default());
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 2048, "a checker task holds {size} bytes");
+    }
 
     #[test]
     fn chunked_and_length_framing() {
