@@ -1,5 +1,6 @@
 //! `cargo xtask bench agent`: start-up and reload time and resident memory of
-//! the `xlb` agent with 100 VIPs × 1,000 real servers, in a namespace.
+//! the `xlb` agent with 100 VIPs × 1,000 real servers, in a namespace, with
+//! the pool in one file and then as one file per virtual server (`include`).
 //!
 //! Reload times are what the agent itself logs: from SIGHUP to the last map
 //! write (parse, validate, plan, Maglev builds, diff and apply).
@@ -8,7 +9,7 @@
 mod support;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -18,30 +19,56 @@ use support::netns::*;
 const VIPS: usize = 100;
 const REALS: usize = 1000;
 
-fn config(pin: &str, variant: usize, touch: usize) -> String {
-    let mut s = format!(
-        "global:\n  interface: lbc\n  xdp_mode: native\n  pin_path: {pin}\n  max_services: {VIPS}\n  max_backends: {}\n  conntrack: {{max_entries: 262144}}\nvirtual_servers:\n",
+fn global(pin: &str) -> String {
+    format!(
+        "global:\n  interface: lbc\n  xdp_mode: native\n  pin_path: {pin}\n  max_services: {VIPS}\n  max_backends: {}\n  conntrack: {{max_entries: 262144}}\n",
         VIPS * REALS
+    )
+}
+
+/// Virtual server `v` as a `virtual_servers` item; the first `touch`
+/// services change their first weight with every variant.
+fn service(v: usize, variant: usize, touch: usize) -> String {
+    let mut s = format!(
+        "  - name: vs{v}\n    vip: 10.97.{}.{}\n    port: 80\n    delay_loop: 3600\n    snat: {{addresses: [10.97.255.1]}}\n    real_servers:\n",
+        200 + v / 250,
+        1 + v % 250
     );
-    for v in 0..VIPS {
+    let w0 = if v < touch { 1 + variant % 2 } else { 1 };
+    for r in 0..REALS {
+        let w = if r == 0 { w0 } else { 1 };
         s += &format!(
-            "  - name: vs{v}\n    vip: 10.97.{}.{}\n    port: 80\n    snat: {{addresses: [10.97.255.1]}}\n    real_servers:\n",
-            200 + v / 250,
-            1 + v % 250
+            "      - {{address: 10.{}.{}.{}, port: 8080, weight: {w}, tcp_check: {{connect_timeout: 2}}}}\n",
+            100 + v / 50,
+            (v % 50) * 4 + r / 250,
+            1 + r % 250
         );
-        // `touch` services change their first weight with every variant.
-        let w0 = if v < touch { 1 + variant % 2 } else { 1 };
-        for r in 0..REALS {
-            let w = if r == 0 { w0 } else { 1 };
-            s += &format!(
-                "      - {{address: 10.{}.{}.{}, port: 8080, weight: {w}, tcp_check: {{connect_timeout: 2}}}}\n",
-                100 + v / 50,
-                (v % 50) * 4 + r / 250,
-                1 + r % 250
-            );
-        }
     }
     s
+}
+
+/// The whole pool in one file.
+fn config(pin: &str, variant: usize, touch: usize) -> String {
+    let mut s = global(pin) + "virtual_servers:\n";
+    for v in 0..VIPS {
+        s += &service(v, variant, touch);
+    }
+    s
+}
+
+/// The pool as one file per virtual server under `conf.d`, included by
+/// `main`; only files whose text changes are rewritten.
+fn write_split(main: &Path, pin: &str, variant: usize, touch: usize) {
+    let dir = main.parent().unwrap().join("conf.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(main, global(pin) + "include: [conf.d/*.yaml]\n").unwrap();
+    for v in 0..VIPS {
+        let path = dir.join(format!("vs{v:03}.yaml"));
+        let text = format!("virtual_servers:\n{}", service(v, variant, touch));
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text).unwrap();
+        }
+    }
 }
 
 struct Agent {
@@ -130,6 +157,25 @@ fn main() {
     let peer = Netns::new("benchp");
     veth(&lb, "lbc", &peer, "p0");
     lb.ip(&["addr", "add", "10.97.255.1/24", "dev", "lbc"]);
+    // Every real server answers its tcp_check: the peer owns the whole
+    // 10.100.0.0/14 (a local route) and one listener accepts for all of
+    // them. A healthy pool, as in production; a pool whose checks all fail
+    // would measure a storm of health changes instead of reloads.
+    peer.ip(&["addr", "add", "10.97.255.2/24", "dev", "p0"]);
+    peer.ip(&["route", "add", "local", "10.100.0.0/14", "dev", "lo"]);
+    lb.ip(&["route", "add", "10.100.0.0/14", "via", "10.97.255.2"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let peer_name = peer.name.clone();
+    std::thread::spawn(move || {
+        enter_netns(&peer_name);
+        let l = std::net::TcpListener::bind("0.0.0.0:8080").unwrap();
+        tx.send(()).unwrap();
+        // Accept and close; ends with the process.
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+    rx.recv().unwrap();
 
     let cfg = dir.join("xlb.yaml");
     std::fs::write(&cfg, config(&pin, 0, 0)).unwrap();
@@ -151,30 +197,55 @@ fn main() {
         let (rss_start, _) = agent.memory();
         let mut reloads = 0;
         let mut rows = Vec::new();
-        for (label, touch) in [
+        let cases = [
             ("file unchanged", 0),
             ("1 service changed", 1),
             ("all 100 services changed", VIPS),
-        ] {
-            let (mut total, mut parse, mut apply) = (vec![], vec![], vec![]);
-            for round in 0..5 {
-                std::fs::write(&cfg, config(&pin, round + 1, touch)).unwrap();
-                let t = Instant::now();
+        ];
+        for split in [false, true] {
+            if split {
+                // Same pool, now one file per virtual server: nothing to apply.
+                write_split(&cfg, &pin, 0, 0);
                 unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
                 reloads += 1;
                 agent.wait_for("reloaded", reloads, Duration::from_secs(60));
-                let logged = agent.last_reload("ms=");
-                // An unchanged file logs no time: take the observed one.
-                total.push(if logged > 0.0 {
-                    logged
-                } else {
-                    t.elapsed().as_secs_f64() * 1e3
-                });
-                parse.push(agent.last_reload("parse_ms="));
-                apply.push(agent.last_reload("apply_ms="));
             }
-            let max = total.iter().cloned().fold(0.0, f64::max);
-            rows.push((label, median(total), max, median(parse), median(apply)));
+            for (label, touch) in cases {
+                let (mut total, mut parse, mut apply) = (vec![], vec![], vec![]);
+                for round in 0..5 {
+                    if split {
+                        write_split(&cfg, &pin, round + 1, touch);
+                    } else {
+                        std::fs::write(&cfg, config(&pin, round + 1, touch)).unwrap();
+                    }
+                    let t = Instant::now();
+                    unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
+                    reloads += 1;
+                    agent.wait_for("reloaded", reloads, Duration::from_secs(60));
+                    let logged = agent.last_reload("ms=");
+                    // An unchanged file logs no time: take the observed one.
+                    total.push(if logged > 0.0 {
+                        logged
+                    } else {
+                        t.elapsed().as_secs_f64() * 1e3
+                    });
+                    parse.push(agent.last_reload("parse_ms="));
+                    apply.push(agent.last_reload("apply_ms="));
+                }
+                let max = total.iter().cloned().fold(0.0, f64::max);
+                let layout = if split {
+                    "one file per virtual server (`include`)"
+                } else {
+                    "one file"
+                };
+                rows.push((
+                    format!("{layout}, {label}"),
+                    median(total),
+                    max,
+                    median(parse),
+                    median(apply),
+                ));
+            }
         }
         let (rss_end, hwm) = agent.memory();
         println!(
@@ -195,7 +266,7 @@ fn main() {
             rss_start as f64 / 1024.0
         );
         println!(
-            "| RSS after 15 reloads | {:.1} MiB | < 64 MiB |",
+            "| RSS after {reloads} reloads | {:.1} MiB | < 64 MiB |",
             rss_end as f64 / 1024.0
         );
         println!(

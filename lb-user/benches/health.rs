@@ -1,6 +1,7 @@
 //! `cargo xtask bench health`: the agent checking 1,000 real servers every
 //! second (HTTP GET), on this 2-core machine. Reports the agent's CPU over a
-//! measured window, its RSS, and check latency percentiles.
+//! measured window, its RSS, and check latency percentiles, and the CPU of
+//! HAProxy doing the same checks on the same lab.
 //!
 //! The real servers are 1,000 addresses on one backend namespace, answered by
 //! one HTTP server in this process (tokio, multi-threaded).
@@ -57,6 +58,51 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU of `pid` over WINDOW as (user %, system %) of one core, and the
+/// checks per second the servers answered meanwhile.
+fn measure(pid: u32, answered: &std::sync::atomic::AtomicU64) -> (f64, f64, f64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (t0, c0, n0) = (Instant::now(), cpu_ticks(pid), answered.load(Relaxed));
+    std::thread::sleep(WINDOW);
+    let (elapsed, c1, n1) = (t0.elapsed(), cpu_ticks(pid), answered.load(Relaxed));
+    let secs = elapsed.as_secs_f64();
+    let pct = |ticks: u64| ticks as f64 / hz / secs * 100.0;
+    (pct(c1.0 - c0.0), pct(c1.1 - c0.1), (n1 - n0) as f64 / secs)
+}
+
+/// HAProxy checking the same servers the same way; its CPU as [`measure`]
+/// gives it, or None when HAProxy is not installed.
+fn haproxy(
+    lb: &Netns,
+    dir: &std::path::Path,
+    answered: &std::sync::atomic::AtomicU64,
+) -> Option<(f64, f64, f64)> {
+    let mut cfg = String::from(
+        "global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  \
+         timeout server 30s\n  timeout check 2s\nfrontend web\n  bind 10.95.0.1:18080\n  default_backend pool\n\
+         backend pool\n  option httpchk GET /health\n  default-server inter 1s fall 1 rise 1 check\n",
+    );
+    for i in 0..SERVERS {
+        cfg += &format!("  server s{i} {}:8080\n", addr(i));
+    }
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let mut cmd = Command::new("haproxy");
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap());
+    let mut child = lb.spawn(&mut cmd).ok()?;
+    // Its first round of checks is spread over one interval; let it settle.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = measure(child.id(), answered);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    Some(out)
+}
+
 fn status_json(sock: &std::path::Path) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
         .args(["status", "--json", "--socket"])
@@ -95,12 +141,16 @@ fn main() {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("0.0.0.0:8080"))
         .unwrap();
+    // Checks answered, so both checkers are seen to do the same work.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = answered.clone();
     rt.spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 return;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
@@ -140,22 +190,29 @@ fn main() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let (t0, c0) = (Instant::now(), cpu_ticks(agent.id()));
-        std::thread::sleep(WINDOW);
-        let (elapsed, c1) = (t0.elapsed(), cpu_ticks(agent.id()));
-        let pct = |ticks: u64| ticks as f64 / hz / elapsed.as_secs_f64() * 100.0;
-        let (user, sys) = (pct(c1.0 - c0.0), pct(c1.1 - c0.1));
+        let (user, sys, rate) = measure(agent.id(), &answered);
         let cpu = user + sys;
         let rss = rss_kib(agent.id()) as f64 / 1024.0;
         let s = status_json(&sock);
         let c = &s["checks"];
         let up = s["services"][0]["healthy"].as_u64().unwrap_or(0);
+        // The same checks from HAProxy, a mature checker, on the same lab:
+        // what the kernel's TCP work costs any checker here.
+        unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+        let _ = agent.wait();
+        let peer = haproxy(&lb, &dir, &answered);
         println!("xlb agent, {SERVERS} real servers, http_get every 1 s ({WINDOW:?} window)");
         println!();
         println!("| measure | value | target |");
         println!("|---|---:|---|");
-        println!("| agent CPU, user + system | {cpu:.1} % of one core ({user:.1} % user, {sys:.1} % system) | < 5 % |");
+        println!("| agent CPU, user + system | {cpu:.1} % of one core ({user:.1} % user, {sys:.1} % system) at {rate:.0} checks/s | < 5 % |");
+        if let Some((hu, hs, hr)) = peer {
+            println!("| HAProxy 2.6, same checks (`option httpchk`, `inter 1s`) | {:.1} % of one core ({hu:.1} % user, {hs:.1} % system) at {hr:.0} checks/s | - |", hu + hs);
+            println!(
+                "| xlb / HAProxy, CPU per check | {:.2} | - |",
+                (cpu / rate.max(1.0)) / ((hu + hs) / hr.max(1.0))
+            );
+        }
         println!("| agent RSS | {rss:.1} MiB | < 64 MiB |");
         println!(
             "| check latency p50 / p90 / p99 / max (last {} checks) | {:.2} / {:.2} / {:.2} / {:.2} ms | - |",
@@ -164,8 +221,11 @@ fn main() {
         );
         println!("| servers up | {up} of {SERVERS} | all |");
     }));
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let _ = agent.wait();
+    // Still running only if the measurement failed before stopping it.
+    if matches!(agent.try_wait(), Ok(None)) {
+        unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+        let _ = agent.wait();
+    }
     rt.shutdown_background();
     if let Ok(entries) = std::fs::read_dir(&pin) {
         for e in entries.flatten() {
