@@ -14,7 +14,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::bpf_xdp_store_bytes,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 
@@ -125,27 +125,28 @@ pub fn tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
-/// The next hop of `forward`: a MAC in the first six bytes.
+/// The next hops of `forward`: IPv4 destination (wire order) → MAC in the
+/// first six bytes.
 #[map]
-static NEXT_HOP: Array<[u8; 8]> = Array::with_max_entries(1, 0);
+static NEXT_HOPS: HashMap<u32, [u8; 8]> = HashMap::with_max_entries(16, 0);
 
-/// The bare forwarder of a live path, the machine's limit: IPv4 UDP frames
-/// go to the next hop's MAC, from this interface's (their old destination),
-/// out the same interface. Everything else passes.
+/// The bare forwarder of a live path, the machine's limit: IPv4 frames to a
+/// destination in `NEXT_HOPS` go to its MAC, from this interface's (their
+/// old destination), out the same interface. Everything else passes.
 #[xdp]
 pub fn forward(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     if start + 34 > ctx.data_end() {
         return xdp_action::XDP_PASS;
     }
-    let Some(hop) = NEXT_HOP.get(0) else {
-        return xdp_action::XDP_PASS;
-    };
     unsafe {
-        if *((start + 12) as *const u16) != 0x0800u16.to_be() || *((start + 23) as *const u8) != 17
-        {
+        if *((start + 12) as *const u16) != 0x0800u16.to_be() {
             return xdp_action::XDP_PASS;
         }
+        let dst = core::ptr::read_unaligned((start + 30) as *const u32);
+        let Some(hop) = NEXT_HOPS.get(dst) else {
+            return xdp_action::XDP_PASS;
+        };
         let eth = start as *mut [u8; 6];
         *eth.add(1) = *eth;
         *eth = [hop[0], hop[1], hop[2], hop[3], hop[4], hop[5]];

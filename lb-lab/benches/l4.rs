@@ -2,6 +2,8 @@
 //! setups, side by side in one run:
 //!
 //! - direct: the client to one backend (the ceiling);
+//! - hop: the client to that backend through a bare XDP forwarder on lb1,
+//!   the lab's limit for any one-armed XDP balancer;
 //! - xlb: our agent on lb1, native XDP;
 //! - nginx: Debian's nginx `stream` on lb1 (TCP and UDP);
 //! - haproxy: Debian's HAProxy `mode tcp` on lb1 (no UDP).
@@ -23,7 +25,7 @@ use lb_lab::lab::{self, backend_addr, Lab, Options, BACKENDS, VIP};
 
 const SECS: u32 = 5;
 const ROUNDS: usize = 3;
-const SETUPS: [&str; 4] = ["direct", "xlb", "nginx", "haproxy"];
+const SETUPS: [&str; 5] = ["direct", "hop", "xlb", "nginx", "haproxy"];
 const TESTS: [&str; 5] = [
     "http_keepalive",
     "http_close",
@@ -254,12 +256,17 @@ fn fixed_close(lab: &Lab, target: &str) -> Result<Sample> {
 }
 
 fn xlb_config() -> String {
+    let mode = std::env::var("L4_XDP_MODE").unwrap_or_else(|_| "native".into());
     let service = |name: &str, port: u16, proto: &str| {
         let mut s = format!(
             "  - name: {name}\n    vip: {VIP}\n    port: {port}\n    protocol: {proto}\n    \
              snat: {{addresses: [{VIP}], ports: 1024-65535}}\n    real_servers:\n"
         );
-        for b in 0..BACKENDS {
+        let n: usize = std::env::var("L4_XLB_BACKENDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(BACKENDS);
+        for b in 0..n {
             // dnsmasq answers TCP too: a cheap check for both services.
             s += &format!(
                 "      - {{address: {}, port: {port}, tcp_check: {{connect_timeout: 1}}}}\n",
@@ -278,7 +285,7 @@ fn xlb_config() -> String {
         })
         .collect();
     format!(
-        "global:\n  interface: eth0\n  xdp_mode: native\nvirtual_servers:\n{}{}\
+        "global:\n  interface: eth0\n  xdp_mode: {mode}\nvirtual_servers:\n{}{}\
          \x20 - name: sink\n    vip: {VIP}\n    port: {SINK_PORT}\n    protocol: udp\n    \
          snat: {{addresses: [{VIP}], ports: 1024-65535}}\n    real_servers:\n{sink}",
         service("web", 80, "tcp"),
@@ -321,7 +328,7 @@ fn haproxy_conf() -> String {
 
 /// Runs `setup`'s tests on the prepared lab.
 fn measure(lab: &Lab, dir: &Path, setup: &str, test: &str) -> Result<Option<Sample>> {
-    let target = if setup == "direct" {
+    let target = if setup == "direct" || setup == "hop" {
         backend_addr(0).to_string()
     } else {
         VIP.to_string()
@@ -441,6 +448,72 @@ fn pps_run(lab: &Lab) -> Result<(f64, f64)> {
     Ok((delivered / sent_secs, FRAMES as f64 / sent_secs))
 }
 
+/// Attaches the bare forwarder to lb1 with `hops` (destination → MAC); it
+/// is detached when the returned object is dropped.
+fn attach_forward(lab: &Lab, hops: &[(std::net::Ipv4Addr, [u8; 6])]) -> Result<aya::Ebpf> {
+    let mut fwd = lab::in_ns(&lab.lbs[0], || lab::attach_bench("forward", "eth0"))??;
+    let mut map: aya::maps::HashMap<_, u32, [u8; 8]> =
+        aya::maps::HashMap::try_from(fwd.map_mut("NEXT_HOPS").context("NEXT_HOPS")?)?;
+    for (addr, mac) in hops {
+        let mut v = [0u8; 8];
+        v[..6].copy_from_slice(mac);
+        map.insert(u32::from_ne_bytes(addr.octets()), v, 0)?;
+    }
+    Ok(fwd)
+}
+
+/// The `hop` setup: the client reaches b1, and b1 the client, through the
+/// bare forwarder on lb1 (static neighbours point at lb1's MAC). The same
+/// extra path as a one-armed LB, with no LB work: the lab's limit for any
+/// XDP balancer. Undone by [`Hop::drop`].
+struct Hop<'a> {
+    lab: &'a Lab,
+    _fwd: aya::Ebpf,
+}
+
+impl<'a> Hop<'a> {
+    fn start(lab: &'a Lab) -> Result<Self> {
+        let lb = lab::mac(&lab.lbs[0], "eth0")?;
+        let fwd = attach_forward(
+            lab,
+            &[
+                (backend_addr(0), lab::mac(&lab.backends[0], "eth0")?),
+                (lab::CLIENT, lab::mac(&lab.client, "eth0")?),
+            ],
+        )?;
+        let hop = Hop { lab, _fwd: fwd };
+        let lladdr = lb.map(|b| format!("{b:02x}")).join(":");
+        for (ns, to) in [
+            (&lab.client, backend_addr(0)),
+            (&lab.backends[0], lab::CLIENT),
+        ] {
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &to.to_string(),
+                "lladdr",
+                &lladdr,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ])?;
+        }
+        Ok(hop)
+    }
+}
+
+impl Drop for Hop<'_> {
+    fn drop(&mut self) {
+        for (ns, to) in [
+            (&self.lab.client, backend_addr(0)),
+            (&self.lab.backends[0], lab::CLIENT),
+        ] {
+            let _ = ns.ip(&["neigh", "del", &to.to_string(), "dev", "eth0"]);
+        }
+    }
+}
+
 /// Packets per second through the bare forwarder and through xlb.
 fn pps(lab: &Lab, rounds: usize) -> Result<Vec<(String, f64, f64)>> {
     for b in &lab.backends {
@@ -458,12 +531,7 @@ fn pps(lab: &Lab, rounds: usize) -> Result<Vec<(String, f64, f64)>> {
     let mut out = Vec::new();
     for round in 0..rounds {
         {
-            let mut fwd = lab::in_ns(&lab.lbs[0], || lab::attach_bench("forward", "eth0"))??;
-            let mut hop: aya::maps::Array<_, [u8; 8]> =
-                aya::maps::Array::try_from(fwd.map_mut("NEXT_HOP").context("NEXT_HOP")?)?;
-            let mut v = [0u8; 8];
-            v[..6].copy_from_slice(&next_hop);
-            hop.set(0, v, 0)?;
+            let _fwd = attach_forward(lab, &[(VIP, next_hop)])?;
             let (got, sent) = pps_run(lab)?;
             println!(
                 "round {} forward  {:>6.3} Mpps delivered, {:.3} Mpps sent",
@@ -517,20 +585,37 @@ fn main() -> Result<()> {
     } else {
         ROUNDS
     };
+    // L4_SETUPS / L4_TESTS (comma lists) narrow a run for a quick look;
+    // such a run prints its samples and writes no report.
+    let pick = |var: &str, name: &str| {
+        std::env::var(var).map_or(true, |v| v.split(',').any(|x| x == name))
+    };
+    let partial = std::env::var_os("L4_SETUPS").is_some() || std::env::var_os("L4_TESTS").is_some();
     for round in 0..rounds {
         for (si, setup) in SETUPS.iter().enumerate() {
+            if !pick("L4_SETUPS", setup) {
+                continue;
+            }
             if *setup == "xlb" {
                 lab.start_agent(0)?;
                 std::thread::sleep(Duration::from_secs(2));
             }
             let proxy = start_proxy(&lab, &dir, setup)?;
+            let hop = if *setup == "hop" {
+                Some(Hop::start(&lab)?)
+            } else {
+                None
+            };
             // The light fixed loads first, before the saturating runs leave
             // TIME_WAIT sockets and timers behind.
             for ti in [3, 4, 0, 1, 2] {
                 let test = &TESTS[ti];
+                if !pick("L4_TESTS", test) {
+                    continue;
+                }
                 let lb_proc = match *setup {
                     "xlb" => lab.pid("lb1"),
-                    "direct" => None,
+                    "direct" | "hop" => None,
                     other => lab.pid(&format!("proxy-{other}")),
                 };
                 let proc_before = lb_proc.map(process_ms);
@@ -551,6 +636,7 @@ fn main() -> Result<()> {
                 // Let TIME_WAIT and conntrack settle between runs.
                 std::thread::sleep(Duration::from_secs(1));
             }
+            drop(hop);
             if let Some(p) = proxy {
                 // SIGTERM: nginx's master stops its workers.
                 lab.stop(&p, libc::SIGTERM);
@@ -561,6 +647,9 @@ fn main() -> Result<()> {
         }
     }
     let only_stamina = std::env::args().any(|a| a == "stamina");
+    if partial && !only_stamina {
+        return Ok(());
+    }
     let stamina = if rounds > 0 || only_stamina {
         stamina(&lab, &dir)?
     } else {
@@ -580,6 +669,9 @@ fn main() -> Result<()> {
 fn stamina(lab: &Lab, dir: &Path) -> Result<Vec<(String, Sample)>> {
     let mut out = Vec::new();
     for setup in ["direct", "xlb", "nginx"] {
+        if std::env::var("L4_SETUPS").is_ok_and(|v| !v.split(',').any(|x| x == setup)) {
+            continue;
+        }
         if setup == "xlb" {
             lab.start_agent(0)?;
             std::thread::sleep(Duration::from_secs(2));
@@ -797,23 +889,40 @@ fn report(
         }
         let _ = writeln!(md, "{row}");
     }
+    let ix = |name: &str| SETUPS.iter().position(|s| *s == name).unwrap();
+    let (hop, xlb, nginx, haproxy) = (ix("hop"), ix("xlb"), ix("nginx"), ix("haproxy"));
     let ratio =
         |ti: usize, a: usize, b: usize| med(a, ti, |s| s.rate) / med(b, ti, |s| s.rate).max(1.0);
     let added =
         |ti: usize, si: usize| (med(si, ti, |s| s.cpu_ms_per_1k) - direct_cpu(ti)).max(0.001);
     let _ = writeln!(
         md,
-        "\nRatios: xlb / direct: keep-alive {:.2}, close {:.2}, DNS {:.2}. xlb / nginx: close {:.2}, DNS {:.2}. xlb / haproxy: close {:.2}. \
+        "\nThe lab's limit: `hop` is a bare XDP forwarder on lb1 (MAC rewrite and XDP_TX, no LB work) between the client and b1, \
+         the same extra path a one-armed balancer adds. hop / direct: keep-alive {:.2}, close {:.2}, DNS {:.2}; \
+         CPU it adds at the fixed load: new connections {:+.1}, DNS {:+.1} ms per 1k.",
+        ratio(0, hop, 0),
+        ratio(1, hop, 0),
+        ratio(2, hop, 0),
+        added(3, hop),
+        added(4, hop),
+    );
+    let _ = writeln!(
+        md,
+        "\nRatios: xlb / direct: keep-alive {:.2}, close {:.2}, DNS {:.2}. xlb / hop: keep-alive {:.2}, close {:.2}, DNS {:.2}. \
+         xlb / nginx: close {:.2}, DNS {:.2}. xlb / haproxy: close {:.2}. \
          CPU added per request at the fixed load, xlb / nginx: new connections {:.2}, DNS {:.2}; xlb / haproxy: new connections {:.2}.",
-        ratio(0, 1, 0),
-        ratio(1, 1, 0),
-        ratio(2, 1, 0),
-        ratio(1, 1, 2),
-        ratio(2, 1, 2),
-        ratio(1, 1, 3),
-        added(3, 1) / added(3, 2),
-        added(4, 1) / added(4, 2),
-        added(3, 1) / added(3, 3),
+        ratio(0, xlb, 0),
+        ratio(1, xlb, 0),
+        ratio(2, xlb, 0),
+        ratio(0, xlb, hop),
+        ratio(1, xlb, hop),
+        ratio(2, xlb, hop),
+        ratio(1, xlb, nginx),
+        ratio(2, xlb, nginx),
+        ratio(1, xlb, haproxy),
+        added(3, xlb) / added(3, nginx),
+        added(4, xlb) / added(4, nginx),
+        added(3, xlb) / added(3, haproxy),
     );
     for (who, st) in stamina {
         let _ = writeln!(
@@ -839,7 +948,7 @@ fn report(
 
 fn chart(path: &Path, results: &[Vec<Vec<Sample>>]) -> Result<()> {
     use plotters::prelude::*;
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    let root = SVGBackend::new(path, (1050, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((1, 3));
     let titles = [
@@ -849,6 +958,7 @@ fn chart(path: &Path, results: &[Vec<Vec<Sample>>]) -> Result<()> {
     ];
     let colors = [
         RGBColor(120, 120, 120),
+        RGBColor(188, 189, 34),
         RGBColor(31, 119, 180),
         RGBColor(44, 160, 44),
         RGBColor(214, 39, 40),
