@@ -19,6 +19,12 @@ use crate::lab::BACKENDS;
 
 /// How long one request may take before it counts as an error.
 pub const TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a keep-alive stream waits for an answer. A request sent while
+/// the VIP moves is retransmitted by TCP at 0.2 s, 0.6 s and 1.4 s: a
+/// failover of ~0.7 s can take the answer past one second although the
+/// connection survives, so a stream is broken only when it errs or stays
+/// silent longer than a patient client (a connection pool) would wait.
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counters shared by the load threads and the reader.
 #[derive(Default)]
@@ -126,8 +132,8 @@ impl Stream {
     pub fn open(vip: SocketAddrV4) -> Result<Stream> {
         let s = TcpStream::connect_timeout(&vip.into(), TIMEOUT)
             .with_context(|| format!("connect {vip}"))?;
-        s.set_read_timeout(Some(TIMEOUT))?;
-        s.set_write_timeout(Some(TIMEOUT))?;
+        s.set_read_timeout(Some(STREAM_TIMEOUT))?;
+        s.set_write_timeout(Some(STREAM_TIMEOUT))?;
         Ok(Stream {
             conn: BufReader::new(s),
         })

@@ -389,12 +389,16 @@ fn vrrp_failover_with_traffic(lab: &Lab) -> Result<(), Failed> {
         master + 1
     );
     thread::sleep(Duration::from_secs(3));
+    let last_error = load.stats.last_error.lock().unwrap().clone();
     let total = load.stop();
     let http: u64 = total.http.iter().sum::<u64>() - before.http.iter().sum::<u64>();
     println!("  during the failover: {total:?}");
     ensure(
         total.stream_breaks == 0,
-        format!("{} keep-alive streams broke", total.stream_breaks),
+        format!(
+            "{} keep-alive streams broke (last: {last_error})",
+            total.stream_breaks
+        ),
     )?;
     ensure(
         total.http_errors <= 2 && total.dns_errors <= 2,
