@@ -130,10 +130,8 @@ impl Agent {
     /// Maps and attachments pinned by an earlier agent are taken over, so
     /// its connections keep flowing.
     pub fn start(path: &Path, pin_path: Option<String>) -> Result<(Agent, Inputs)> {
-        let text = read(path)?;
         let mut loader = config::Loader::default();
-        let loaded = loader.parse(&text, path)?;
-        drop(text);
+        let loaded = loader.load(path)?;
         let text_hash = loaded.hash;
         let config = with_pin_path(loaded.config, pin_path.as_deref());
         let mut runtime = Runtime::from_config_hints(&config);
@@ -315,23 +313,15 @@ impl Agent {
         }
     }
 
-    /// A real server changed state: log why, run its notify script, and
-    /// rebuild the tables once.
-    pub fn on_health(&mut self, ev: health::Event) -> Result<()> {
-        self.on_health_batch(vec![ev])
-    }
-
-    /// Several health changes at once, with one plan rebuild for all: when a
-    /// whole rack fails, thousands of checks fail together, and a rebuild
-    /// per server would cost O(servers) each.
+    /// Real servers changed state: log why, run their notify scripts, and
+    /// rebuild the tables once for all of them. When a whole rack fails,
+    /// thousands of checks fail together, and a rebuild per server would
+    /// cost O(servers) each.
     pub fn on_health_batch(&mut self, events: Vec<health::Event>) -> Result<()> {
         let mut resets = Vec::new();
         let mut changed = false;
         for ev in events {
-            if let Some(reset) = self.record_health(ev) {
-                changed = true;
-                resets.extend(reset);
-            }
+            changed |= self.record_health(ev, &mut resets);
         }
         if !changed {
             return Ok(());
@@ -350,20 +340,26 @@ impl Agent {
         Ok(())
     }
 
-    /// Records one health change (state, reason, weight, notify script).
-    /// None when the server is no longer configured; otherwise the server
-    /// to purge if its service resets connections on down.
-    fn record_health(&mut self, ev: health::Event) -> Option<Option<Purge>> {
+    /// Records one health change (state, reason, weight, notify script);
+    /// adds the server to `resets` if its service purges connections on
+    /// down. False when the server is no longer configured.
+    fn record_health(&mut self, ev: health::Event, resets: &mut Vec<Purge>) -> bool {
         let (vs_name, addr, port) = ev.server.clone();
-        let vs = self
+        let Some(vs) = self
             .config
             .virtual_servers
             .iter()
-            .find(|v| v.name == vs_name)?;
-        let rs = vs
+            .find(|v| v.name == vs_name)
+        else {
+            return false;
+        };
+        let Some(rs) = vs
             .real_servers
             .iter()
-            .find(|r| (r.address, r.port) == (addr, port))?;
+            .find(|r| (r.address, r.port) == (addr, port))
+        else {
+            return false;
+        };
         let was_down = self.runtime.down.contains(&ev.server);
         if ev.up {
             self.runtime.down.remove(&ev.server);
@@ -387,8 +383,10 @@ impl Agent {
                 vrrp::run_script(cmd, &[]);
             }
         }
-        let reset = !ev.up && vs.on_down == crate::config::OnDown::Reset;
-        Some(reset.then(|| (vs_name, (vs.vip, vs.port, vs.protocol.number()), addr, port)))
+        if !ev.up && vs.on_down == crate::config::OnDown::Reset {
+            resets.push((vs_name, (vs.vip, vs.port, vs.protocol.number()), addr, port));
+        }
+        true
     }
 
     /// Stops: detaches and unpins everything, or with `keep` leaves the data
@@ -411,15 +409,13 @@ impl Agent {
     /// Re-reads the config; a bad one is refused and the old one keeps serving.
     pub fn reload(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
-        let text = read(&self.path)?;
         let Some(loaded) = self
             .loader
-            .parse_if_changed(&text, &self.path, Some(self.text_hash))?
+            .load_if_changed(&self.path, Some(self.text_hash))?
         else {
             info!(changed = 0, "reloaded: the files are unchanged");
             return Ok(());
         };
-        drop(text);
         let text_hash = loaded.hash;
         let parsed_files = loaded.parsed_files;
         let config = with_pin_path(loaded.config, self.pin_path.as_deref());
@@ -589,10 +585,6 @@ fn with_pin_path(mut config: Config, pin_path: Option<&str>) -> Config {
         config.global.pin_path = p.to_string();
     }
     config
-}
-
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Parsing a large config allocates far more than it keeps; hand the freed

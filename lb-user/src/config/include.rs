@@ -46,8 +46,9 @@ pub struct Loaded {
 }
 
 /// Which file each merged virtual server came from.
-struct Origin {
-    file: PathBuf,
+struct Origin<'a> {
+    file: &'a Path,
+    text: &'a str,
     /// Index of its first virtual server in the merged list.
     start: usize,
     count: usize,
@@ -78,9 +79,18 @@ impl Loader {
             .expect("no hash to compare with"))
     }
 
-    /// As [`Loader::parse`], but `None` when the main file and every file it
+    /// As [`Loader::load`], but `None` when the main file and every file it
     /// includes hash to `current` (nothing to do; nothing parsed).
-    pub fn parse_if_changed(
+    pub fn load_if_changed(
+        &mut self,
+        path: &Path,
+        current: Option<u64>,
+    ) -> Result<Option<Loaded>, ConfigError> {
+        let text = read(path)?;
+        self.parse_if_changed(&text, path, current)
+    }
+
+    fn parse_if_changed(
         &mut self,
         text: &str,
         path: &Path,
@@ -150,7 +160,8 @@ impl Loader {
                 }
             };
             origins.push(Origin {
-                file: file.clone(),
+                file,
+                text: body,
                 start: config.virtual_servers.len(),
                 count: servers.len(),
             });
@@ -233,7 +244,7 @@ fn locate(
     origins: &[Origin],
     problems: Vec<(String, String)>,
 ) -> ConfigError {
-    let mut indexes: HashMap<PathBuf, LineIndex> = HashMap::new();
+    let mut indexes: HashMap<&Path, LineIndex> = HashMap::new();
     let main = LineIndex::new(text).unwrap_or_default();
     let errors = problems
         .into_iter()
@@ -251,12 +262,9 @@ fn locate(
             let msg = rename_refs(&msg, origins);
             match origin {
                 Some((o, local)) => {
-                    let index = indexes.entry(o.file.clone()).or_insert_with(|| {
-                        std::fs::read_to_string(&o.file)
-                            .ok()
-                            .and_then(|t| LineIndex::new(&t).ok())
-                            .unwrap_or_default()
-                    });
+                    let index = indexes
+                        .entry(o.file)
+                        .or_insert_with(|| LineIndex::new(o.text).unwrap_or_default());
                     let line = index.line(&local).unwrap_or(1);
                     format!("{}:{line}: {local}: {msg}", o.file.display())
                 }
