@@ -257,16 +257,16 @@ fn fixed_close(lab: &Lab, target: &str) -> Result<Sample> {
 
 fn xlb_config() -> String {
     let mode = std::env::var("L4_XDP_MODE").unwrap_or_else(|_| "native".into());
+    let backends: usize = std::env::var("L4_XLB_BACKENDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BACKENDS);
     let service = |name: &str, port: u16, proto: &str| {
         let mut s = format!(
             "  - name: {name}\n    vip: {VIP}\n    port: {port}\n    protocol: {proto}\n    \
              snat: {{addresses: [{VIP}], ports: 1024-65535}}\n    real_servers:\n"
         );
-        let n: usize = std::env::var("L4_XLB_BACKENDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(BACKENDS);
-        for b in 0..n {
+        for b in 0..backends {
             // dnsmasq answers TCP too: a cheap check for both services.
             s += &format!(
                 "      - {{address: {}, port: {port}, tcp_check: {{connect_timeout: 1}}}}\n",
@@ -324,6 +324,12 @@ fn haproxy_conf() -> String {
          frontend web\n  bind {VIP}:80\n  default_backend web\n\
          backend web\n  balance roundrobin\n{servers}"
     )
+}
+
+/// Whether `name` is in the comma list of `var` (`L4_SETUPS`, `L4_TESTS`),
+/// which narrows a run for a quick look; everything is when it is unset.
+fn picked(var: &str, name: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.split(',').any(|x| x == name))
 }
 
 /// Runs `setup`'s tests on the prepared lab.
@@ -483,10 +489,7 @@ impl<'a> Hop<'a> {
         )?;
         let hop = Hop { lab, _fwd: fwd };
         let lladdr = lb.map(|b| format!("{b:02x}")).join(":");
-        for (ns, to) in [
-            (&lab.client, backend_addr(0)),
-            (&lab.backends[0], lab::CLIENT),
-        ] {
+        for (ns, to) in hop.neighbours() {
             ns.ip(&[
                 "neigh",
                 "replace",
@@ -501,14 +504,19 @@ impl<'a> Hop<'a> {
         }
         Ok(hop)
     }
+
+    /// The neighbour entries the hop overrides: (namespace, peer).
+    fn neighbours(&self) -> [(&'a lb_lab::netns::Netns, std::net::Ipv4Addr); 2] {
+        [
+            (&self.lab.client, backend_addr(0)),
+            (&self.lab.backends[0], lab::CLIENT),
+        ]
+    }
 }
 
 impl Drop for Hop<'_> {
     fn drop(&mut self) {
-        for (ns, to) in [
-            (&self.lab.client, backend_addr(0)),
-            (&self.lab.backends[0], lab::CLIENT),
-        ] {
+        for (ns, to) in self.neighbours() {
             let _ = ns.ip(&["neigh", "del", &to.to_string(), "dev", "eth0"]);
         }
     }
@@ -585,15 +593,11 @@ fn main() -> Result<()> {
     } else {
         ROUNDS
     };
-    // L4_SETUPS / L4_TESTS (comma lists) narrow a run for a quick look;
-    // such a run prints its samples and writes no report.
-    let pick = |var: &str, name: &str| {
-        std::env::var(var).map_or(true, |v| v.split(',').any(|x| x == name))
-    };
+    // A narrowed run prints its samples and writes no report.
     let partial = std::env::var_os("L4_SETUPS").is_some() || std::env::var_os("L4_TESTS").is_some();
     for round in 0..rounds {
         for (si, setup) in SETUPS.iter().enumerate() {
-            if !pick("L4_SETUPS", setup) {
+            if !picked("L4_SETUPS", setup) {
                 continue;
             }
             if *setup == "xlb" {
@@ -610,7 +614,7 @@ fn main() -> Result<()> {
             // TIME_WAIT sockets and timers behind.
             for ti in [3, 4, 0, 1, 2] {
                 let test = &TESTS[ti];
-                if !pick("L4_TESTS", test) {
+                if !picked("L4_TESTS", test) {
                     continue;
                 }
                 let lb_proc = match *setup {
@@ -669,7 +673,7 @@ fn main() -> Result<()> {
 fn stamina(lab: &Lab, dir: &Path) -> Result<Vec<(String, Sample)>> {
     let mut out = Vec::new();
     for setup in ["direct", "xlb", "nginx"] {
-        if std::env::var("L4_SETUPS").is_ok_and(|v| !v.split(',').any(|x| x == setup)) {
+        if !picked("L4_SETUPS", setup) {
             continue;
         }
         if setup == "xlb" {
