@@ -5,6 +5,7 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::{bail, Context, Result};
@@ -43,14 +44,12 @@ pub struct Agent {
     loader: config::Loader,
     /// Hash of the files' bytes, so a reload of unchanged files is free.
     text_hash: u64,
-    config: Config,
+    config: Arc<Config>,
     runtime: Runtime,
     plan: Plan,
     dp: Dataplane,
-    /// Health transitions from the checker tasks.
-    health_tx: mpsc::Sender<health::Event>,
-    /// One task per checked real server, with the checker it runs.
-    watchers: std::collections::HashMap<ServerKey, (health::Checker, tokio::task::JoinHandle<()>)>,
+    /// The health checks of every real server with a checker.
+    checks: health::Checks,
     /// The last reason each checked server gave.
     why: BTreeMap<ServerKey, String>,
     /// Durations of recent checks.
@@ -193,19 +192,20 @@ impl Agent {
             (Some(v), Some(rx))
         };
         let (health_tx, health_rx) = mpsc::channel(1024);
+        let latencies = health::SharedLatencies::default();
+        let checks = health::Pool::new(health_tx, latencies.clone(), check_limit()).spawn();
         let mut agent = Agent {
             path: path.to_path_buf(),
             pin_path,
             loader,
             text_hash,
-            config,
+            config: Arc::new(config),
             runtime,
             plan,
             dp,
-            health_tx,
-            watchers: Default::default(),
+            checks,
             why: BTreeMap::new(),
-            latencies: Default::default(),
+            latencies,
             vrrp,
             quorum: BTreeMap::new(),
         };
@@ -274,43 +274,13 @@ impl Agent {
             .collect()
     }
 
-    /// One task per real server with a checker, starting from its current
-    /// state. A reload keeps the tasks whose checker is unchanged: their
-    /// schedule and counters go on, and a large pool is not checked all at
-    /// once after every reload.
+    /// Hands the config to the health checks: servers whose checker is
+    /// unchanged keep their schedule and counters, so a large pool is not
+    /// checked all at once after every reload; new ones start from their
+    /// current state.
     fn start_checks(&mut self) {
-        let checkers = health::checkers(&self.config);
-        let mut next = std::collections::HashMap::with_capacity(checkers.len());
-        let (mut kept, mut started) = (0usize, 0usize);
-        for c in checkers {
-            if let Some((old, task)) = self.watchers.remove(&c.server) {
-                if old == c && !task.is_finished() {
-                    next.insert(c.server.clone(), (old, task));
-                    kept += 1;
-                    continue;
-                }
-                task.abort();
-            }
-            let up = !self.runtime.down.contains(&c.server);
-            let task = tokio::spawn(health::watch_timed(
-                c.clone(),
-                up,
-                self.health_tx.clone(),
-                self.latencies.clone(),
-            ));
-            next.insert(c.server.clone(), (c, task));
-            started += 1;
-        }
-        for (_, (_, task)) in self.watchers.drain() {
-            task.abort();
-        }
-        self.watchers = next;
-        if started > 0 {
-            info!(
-                servers = self.watchers.len(),
-                started, kept, "health checks started"
-            );
-        }
+        self.checks
+            .update(self.config.clone(), self.runtime.down.clone());
     }
 
     /// Real servers changed state: log why, run their notify scripts, and
@@ -392,9 +362,7 @@ impl Agent {
     /// Stops: detaches and unpins everything, or with `keep` leaves the data
     /// path running for the next agent to take over.
     pub async fn stop(mut self, keep: bool) -> Result<()> {
-        for (_, (_, task)) in self.watchers.drain() {
-            task.abort();
-        }
+        self.checks.stop();
         if let Some(v) = self.vrrp.take() {
             v.stop().await;
         }
@@ -457,7 +425,7 @@ impl Agent {
             apply_ms = ms(done - planned),
             "reloaded"
         );
-        self.config = config;
+        self.config = Arc::new(config);
         self.plan = plan;
         self.text_hash = text_hash;
         // Servers that are gone lose their state; the rest keep it.
@@ -629,6 +597,35 @@ fn recover_ids(dp: &mut Dataplane, config: &Config) -> Result<Ids> {
     Ok(ids)
 }
 
+/// How many health checks may run at once: each holds a descriptor or
+/// two, and the soft descriptor limit (1,024 by default) is raised to the
+/// hard one first. A pool of 100,000 servers started all at once would
+/// otherwise run out and mark healthy servers down.
+fn check_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    // Room for the agent's own descriptors; two per check for misc_check's pipes.
+    let spare = (lim.rlim_cur as usize).saturating_sub(256) / 2;
+    spare.clamp(16, MAX_CHECKS)
+}
+
+/// Checks in flight at most, whatever the descriptor limit.
+const MAX_CHECKS: usize = 4096;
+
 /// One malloc arena: the agent is mostly idle, and the threads that build
 /// Maglev tables in parallel would otherwise each keep an arena's worth of
 /// freed memory resident.
@@ -663,6 +660,8 @@ type Purge = (
 
 /// Most health changes applied with one plan rebuild.
 const HEALTH_BATCH: usize = 4096;
+/// How often the agent hands freed heap memory back to the system.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -696,8 +695,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
         None => None,
     };
+    // Checks, reloads and status requests free memory in bursts; glibc keeps
+    // it until trimmed.
+    let mut trim = tokio::time::interval(TRIM_EVERY);
     loop {
         tokio::select! {
+            _ = trim.tick() => release_memory(),
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", agent.path.display());
                 if let Err(e) = agent.reload() {

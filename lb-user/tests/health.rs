@@ -323,3 +323,95 @@ async fn misc_check_exit_codes_dynamic_weight_and_timeout() {
         t.elapsed()
     );
 }
+
+/// A pool of servers whose misc_check logs its start and end to `log`
+/// (`s N` / `e N`) and takes 0.3 s; `extra` is appended to server 0's
+/// command, so changing it changes that server's checker.
+fn pool_config(
+    log: &std::path::Path,
+    servers: std::ops::Range<u16>,
+    extra: &str,
+) -> Arc<lb_user::config::Config> {
+    let mut text = String::from(
+        "global: {interface: lo}\nvirtual_servers:\n  - name: pool\n    vip: 192.0.2.1\n    port: 80\n    delay_loop: 60\n    snat: {addresses: [192.0.2.2]}\n    real_servers:\n",
+    );
+    for n in servers {
+        let more = if n == 0 { extra } else { "" };
+        text += &format!(
+            "      - {{address: 127.0.0.1, port: {}, misc_check: {{misc_path: \"echo s {n} >> {log}; sleep 0.3; echo e {n} >> {log}{more}\", misc_timeout: 5}}}}\n",
+            10000 + n,
+            log = log.display()
+        );
+    }
+    Arc::new(lb_user::config::parse(&text, "pool.yaml").unwrap())
+}
+
+/// Waits (bounded) until `log` holds `ends` end lines; returns its lines.
+async fn log_lines(log: &std::path::Path, ends: usize) -> Vec<String> {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        if lines.iter().filter(|l| l.starts_with('e')).count() >= ends {
+            return lines;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "only {lines:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn pool_bounds_checks_in_flight_and_keeps_unchanged_servers_on_update() {
+    let dir = std::env::temp_dir().join(format!("xlbt-{}-pool", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("checks.log");
+    let (tx, mut rx) = mpsc::channel(64);
+    let checks = health::Pool::new(tx, Default::default(), 3).spawn();
+    checks.update(pool_config(&log, 0..12, ""), Default::default());
+    let lines = log_lines(&log, 12).await;
+    // Every server checked once, never more than three at a time.
+    let (mut running, mut most) = (0i32, 0i32);
+    for l in &lines {
+        running += if l.starts_with('s') { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert_eq!(lines.len(), 24, "{lines:?}");
+    assert_eq!(most, 3, "checks in flight at once: {lines:?}");
+    std::fs::write(&log, "").unwrap();
+
+    // Server 0's checker changes, 11 goes, 12 and 13 come (13 known down):
+    // only 0, 12 and 13 are checked now; the others keep their schedule.
+    let down = [("pool".to_string(), Ipv4Addr::LOCALHOST, 10013)].into();
+    checks.update(pool_config(&log, 0..11, "; true"), Default::default());
+    checks.update(
+        {
+            let mut c = (*pool_config(&log, 0..14, "; true")).clone();
+            c.virtual_servers[0].real_servers.remove(11);
+            Arc::new(c)
+        },
+        down,
+    );
+    let lines = log_lines(&log, 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut checked: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('e'))
+        .map(String::from)
+        .collect();
+    checked.sort();
+    assert_eq!(checked, ["e 0", "e 12", "e 13"], "{lines:?}");
+    // Only the server that started down reports: up after one success.
+    let ev = next(&mut rx, Duration::from_secs(2)).await;
+    assert_eq!(
+        (ev.server, ev.up, ev.reason.as_str()),
+        (
+            ("pool".into(), Ipv4Addr::LOCALHOST, 10013),
+            true,
+            "1 successful check(s)"
+        )
+    );
+    assert!(rx.try_recv().is_err());
+    drop(checks);
+    let _ = std::fs::remove_dir_all(&dir);
+}

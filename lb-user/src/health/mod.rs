@@ -1,5 +1,6 @@
-//! Health checks of real servers, with keepalived's checker set: one task per
-//! server, each reporting up/down transitions with the reason.
+//! Health checks of real servers, with keepalived's checker set; each
+//! server's up/down transitions are reported with the reason. [`Pool`] runs
+//! the checks of a whole config.
 //!
 //! Unlike keepalived, the whole exchange of a check — connect, request and
 //! response — must finish within `connect_timeout`: a server that accepts and
@@ -18,7 +19,10 @@ use tokio::{
     time::{sleep, timeout, Instant},
 };
 
-use crate::config::{status_ranges, CheckCommon, Config, StatusCodes};
+use crate::config::{status_ranges, CheckCommon, Config, RealServer, StatusCodes, VirtualServer};
+
+mod pool;
+pub use pool::{Checks, Pool};
 
 /// Which real server: (virtual server name, address, port).
 pub type ServerKey = (String, Ipv4Addr, u16);
@@ -91,74 +95,77 @@ fn secs(s: f64) -> Duration {
 
 /// The checkers the config asks for: one per real server with a checker block.
 pub fn checkers(config: &Config) -> Vec<Checker> {
-    let mut out = Vec::new();
-    for vs in &config.virtual_servers {
-        for rs in &vs.real_servers {
-            let (common, kind) = if let Some(c) = &rs.tcp_check {
-                (c.common(), Kind::Tcp)
-            } else if let Some(h) = rs
-                .http_get
-                .as_ref()
-                .map(|h| (h, false))
-                .or(rs.ssl_get.as_ref().map(|h| (h, true)))
-            {
-                let (h, tls) = h;
-                let codes = h
-                    .status_code
-                    .clone()
-                    .unwrap_or(StatusCodes::Ranges("200-299".into()));
-                let codes_text = match &codes {
-                    StatusCodes::One(c) => c.to_string(),
-                    StatusCodes::Ranges(r) => r.clone(),
-                };
-                (
-                    h.common(),
-                    Kind::Http(Http {
-                        tls,
-                        verify: h.verify_certificate,
-                        path: h.path.clone(),
-                        host: h.virtualhost.clone(),
-                        version: h.http_protocol.clone().unwrap_or_else(|| "1.0".into()),
-                        codes: status_ranges(&codes).unwrap_or_else(|| vec![(200, 299)]),
-                        codes_text,
-                        digest: h.digest.as_ref().map(|d| d.to_ascii_lowercase()),
-                    }),
-                )
-            } else if let Some(d) = &rs.dns_check {
-                (
-                    d.common(),
-                    Kind::Dns {
-                        name: d.name.clone(),
-                        qtype: d.qtype.to_ascii_uppercase(),
-                    },
-                )
-            } else if let Some(m) = &rs.misc_check {
-                let c = m.common();
-                let t = m.misc_timeout.unwrap_or(c.connect_timeout);
-                (
-                    c,
-                    Kind::Misc {
-                        command: m.misc_path.clone(),
-                        timeout: secs(t),
-                        dynamic: m.misc_dynamic,
-                    },
-                )
-            } else {
-                continue;
-            };
-            let ip = common.connect_ip.unwrap_or(rs.address);
-            let port = common.connect_port.unwrap_or(rs.port);
-            out.push(Checker {
-                server: (vs.name.clone(), rs.address, rs.port),
-                target: SocketAddr::from((ip, port)),
-                common,
-                delay_loop: secs(vs.delay_loop),
-                kind,
-                alpha: rs.alpha,
-            });
-        }
-    }
-    out
+    config
+        .virtual_servers
+        .iter()
+        .flat_map(|vs| vs.real_servers.iter().filter_map(|rs| checker_for(vs, rs)))
+        .collect()
+}
+
+/// The checker of one real server, if it has a checker block.
+pub fn checker_for(vs: &VirtualServer, rs: &RealServer) -> Option<Checker> {
+    let (common, kind) = if let Some(c) = &rs.tcp_check {
+        (c.common(), Kind::Tcp)
+    } else if let Some(h) = rs
+        .http_get
+        .as_ref()
+        .map(|h| (h, false))
+        .or(rs.ssl_get.as_ref().map(|h| (h, true)))
+    {
+        let (h, tls) = h;
+        let codes = h
+            .status_code
+            .clone()
+            .unwrap_or(StatusCodes::Ranges("200-299".into()));
+        let codes_text = match &codes {
+            StatusCodes::One(c) => c.to_string(),
+            StatusCodes::Ranges(r) => r.clone(),
+        };
+        (
+            h.common(),
+            Kind::Http(Http {
+                tls,
+                verify: h.verify_certificate,
+                path: h.path.clone(),
+                host: h.virtualhost.clone(),
+                version: h.http_protocol.clone().unwrap_or_else(|| "1.0".into()),
+                codes: status_ranges(&codes).unwrap_or_else(|| vec![(200, 299)]),
+                codes_text,
+                digest: h.digest.as_ref().map(|d| d.to_ascii_lowercase()),
+            }),
+        )
+    } else if let Some(d) = &rs.dns_check {
+        (
+            d.common(),
+            Kind::Dns {
+                name: d.name.clone(),
+                qtype: d.qtype.to_ascii_uppercase(),
+            },
+        )
+    } else if let Some(m) = &rs.misc_check {
+        let c = m.common();
+        let t = m.misc_timeout.unwrap_or(c.connect_timeout);
+        (
+            c,
+            Kind::Misc {
+                command: m.misc_path.clone(),
+                timeout: secs(t),
+                dynamic: m.misc_dynamic,
+            },
+        )
+    } else {
+        return None;
+    };
+    let ip = common.connect_ip.unwrap_or(rs.address);
+    let port = common.connect_port.unwrap_or(rs.port);
+    Some(Checker {
+        server: (vs.name.clone(), rs.address, rs.port),
+        target: SocketAddr::from((ip, port)),
+        common,
+        delay_loop: secs(vs.delay_loop),
+        kind,
+        alpha: rs.alpha,
+    })
 }
 
 /// Durations of the most recent checks, for latency percentiles.
@@ -199,89 +206,94 @@ impl Latencies {
 pub type SharedLatencies = Arc<std::sync::Mutex<Latencies>>;
 
 /// Runs `c` forever, sending an event on every transition. `up` is the state
-/// to start from (carried over a reload).
+/// to start from. The agent runs its whole pool in one [`Pool`] instead.
 pub async fn watch(c: Checker, up: bool, tx: mpsc::Sender<Event>) {
-    watch_timed(c, up, tx, SharedLatencies::default()).await
-}
-
-/// [`watch`], recording every check's duration in `lat`.
-pub async fn watch_timed(c: Checker, mut up: bool, tx: mpsc::Sender<Event>, lat: SharedLatencies) {
     if let Some(w) = c.common.warmup.filter(|w| *w > 0.0) {
         sleep(secs(w * fastrand::f64())).await;
     }
-    let (mut fails, mut passes) = (0u32, 0u32);
-    let mut weight = None;
+    let mut t = Tracker::new(up);
     loop {
-        let t = Instant::now();
-        // Boxed: a probe's state (TLS, HTTP, DNS) is tens of KiB, and a
-        // task would otherwise hold that between checks; 100,000 checked
-        // servers then cost gigabytes.
-        let outcome = Box::pin(probe(&c)).await;
-        if let Ok(mut l) = lat.lock() {
-            l.record(t.elapsed());
+        let (change, pause) = t.observe(&c, Box::pin(probe(&c)).await);
+        if let Some((up, weight, reason)) = change {
+            let ev = Event {
+                server: c.server.clone(),
+                up,
+                weight,
+                reason,
+            };
+            if tx.send(ev).await.is_err() {
+                return;
+            }
         }
-        let pause = match outcome {
-            Outcome::Up { weight: w } => {
-                fails = 0;
-                let changed = w != weight;
-                weight = w;
-                if !up {
-                    passes += 1;
-                    if passes >= c.common.rise.max(1) {
-                        up = true;
-                        passes = 0;
-                        let reason = format!("{} successful check(s)", c.common.rise.max(1));
-                        if send(&tx, &c, true, weight, reason).await.is_err() {
-                            return;
-                        }
-                    }
-                } else if changed
-                    && send(&tx, &c, true, weight, "dynamic weight".into())
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                c.delay_loop
-            }
-            Outcome::Down(reason) => {
-                passes = 0;
-                if up {
-                    fails += 1;
-                    if fails >= c.common.retry.max(1) {
-                        up = false;
-                        fails = 0;
-                        if send(&tx, &c, false, None, reason).await.is_err() {
-                            return;
-                        }
-                        c.delay_loop
-                    } else {
-                        secs(c.common.delay_before_retry)
-                    }
-                } else {
-                    c.delay_loop
-                }
-            }
-        };
         sleep(pause).await;
     }
 }
 
-async fn send(
-    tx: &mpsc::Sender<Event>,
-    c: &Checker,
+/// A server's state between checks: keepalived's `retry` failures take it
+/// down, `rise` successes bring it up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracker {
     up: bool,
+    fails: u32,
+    passes: u32,
     weight: Option<u32>,
-    reason: String,
-) -> Result<(), ()> {
-    tx.send(Event {
-        server: c.server.clone(),
-        up,
-        weight,
-        reason,
-    })
-    .await
-    .map_err(|_| ())
+}
+
+/// What a check changed: (up, weight, reason).
+pub type Change = (bool, Option<u32>, String);
+
+impl Tracker {
+    /// Starting `up` or down, with no failures or successes counted.
+    pub fn new(up: bool) -> Self {
+        Tracker {
+            up,
+            fails: 0,
+            passes: 0,
+            weight: None,
+        }
+    }
+
+    /// Whether the server is up.
+    pub fn up(&self) -> bool {
+        self.up
+    }
+
+    /// Counts one outcome of `c`: the change to report, if any, and how long
+    /// to wait before the next check.
+    pub fn observe(&mut self, c: &Checker, outcome: Outcome) -> (Option<Change>, Duration) {
+        match outcome {
+            Outcome::Up { weight } => {
+                self.fails = 0;
+                let changed = weight != self.weight;
+                self.weight = weight;
+                let rise = c.common.rise.max(1);
+                let change = if !self.up {
+                    self.passes += 1;
+                    (self.passes >= rise).then(|| {
+                        self.up = true;
+                        self.passes = 0;
+                        (true, weight, format!("{rise} successful check(s)"))
+                    })
+                } else {
+                    changed.then(|| (true, weight, "dynamic weight".into()))
+                };
+                (change, c.delay_loop)
+            }
+            Outcome::Down(reason) => {
+                self.passes = 0;
+                if !self.up {
+                    return (None, c.delay_loop);
+                }
+                self.fails += 1;
+                if self.fails < c.common.retry.max(1) {
+                    return (None, secs(c.common.delay_before_retry));
+                }
+                self.up = false;
+                self.fails = 0;
+                (Some((false, None, reason)), c.delay_loop)
+            }
+        }
+    }
 }
 
 /// One check, bounded by `connect_timeout` as a whole (misc: `misc_timeout`).
@@ -654,30 +666,6 @@ async fn misc(command: &str, limit: Duration, dynamic: bool) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// One task per checked server lives for the agent's lifetime: its
-    /// state between checks must stay small (12.6 KiB with the probe inline:
-    /// gigabytes for a 100,000-server pool).
-    #[test]
-    fn a_checker_task_is_small() {
-        let c = Config {
-            global: crate::config::Global {
-                interface: "eth0".into(),
-                ..Default::default()
-            },
-            virtual_servers: vec![serde_yaml::from_str(
-                "{name: w, vip: 192.0.2.1, port: 80, snat: {addresses: [192.0.2.2]}, \
-                 real_servers: [{address: 198.51.100.1, port: 80, http_get: {path: /}}]}",
-            )
-            .unwrap()],
-            ..Default::default()
-        };
-        let checker = checkers(&c).pop().unwrap();
-        let (tx, _rx) = mpsc::channel(1);
-        let task = watch_timed(checker, true, tx, Default::default());
-        let size = std::mem::size_of_val(&task);
-        assert!(size < 2048, "a checker task holds {size} bytes");
-    }
 
     #[test]
     fn chunked_and_length_framing() {
