@@ -117,7 +117,7 @@ impl Plan {
         let empty = Ids::default();
         let prev = prev.unwrap_or(&empty);
         let g = &c.global;
-        let skeys: Vec<ServiceKey> = c.virtual_servers.iter().map(service_key).collect();
+        let skeys: Vec<ServiceKey> = c.virtual_servers.iter().map(|v| service_key(v)).collect();
         let service_ids = assign(&skeys, &prev.services);
         let bkeys: Vec<BackendKey> = c
             .virtual_servers
@@ -150,8 +150,19 @@ impl Plan {
             if v.lb_algo == LbAlgo::Sh {
                 flags |= SVC_SRC_HASH;
             }
-            let key = |r: &crate::config::RealServer| (v.name.clone(), r.address, r.port);
-            let up = |r: &crate::config::RealServer| !rt.down.contains(&key(r));
+            // This service's share of the runtime state, looked up without
+            // a key per server: 100,000 servers are rebuilt on every change.
+            let down: BTreeSet<(Ipv4Addr, u16)> = rt
+                .down
+                .range(range_of(&v.name))
+                .map(|k| (k.1, k.2))
+                .collect();
+            let weights: BTreeMap<(Ipv4Addr, u16), u32> = rt
+                .weights
+                .range(range_of(&v.name))
+                .map(|(k, w)| ((k.1, k.2), *w))
+                .collect();
+            let up = |r: &crate::config::RealServer| !down.contains(&(r.address, r.port));
             let mut backends: Vec<BackendSpec> = v
                 .real_servers
                 .iter()
@@ -161,7 +172,10 @@ impl Plan {
                     port: r.port,
                     // Down, or inhibited: no new flows either way.
                     weight: if up(r) {
-                        rt.weights.get(&key(r)).copied().unwrap_or(r.weight)
+                        weights
+                            .get(&(r.address, r.port))
+                            .copied()
+                            .unwrap_or(r.weight)
                     } else {
                         0
                     },
@@ -238,6 +252,12 @@ impl Plan {
     pub fn fits(&self, loaded: &Limits) -> bool {
         self.limits == *loaded
     }
+}
+
+/// The keys of runtime state (virtual server, address, port) that belong to
+/// virtual server `name`.
+fn range_of(name: &str) -> std::ops::RangeInclusive<(String, Ipv4Addr, u16)> {
+    (name.to_string(), Ipv4Addr::UNSPECIFIED, 0)..=(name.to_string(), Ipv4Addr::BROADCAST, u16::MAX)
 }
 
 fn service_key(v: &VirtualServer) -> ServiceKey {
