@@ -385,7 +385,7 @@ impl Agent {
             return Ok(());
         };
         let text_hash = loaded.hash;
-        let parsed_files = loaded.parsed_files;
+        let (parsed_files, parsed_servers) = (loaded.parsed_files, loaded.parsed_servers);
         let config = with_pin_path(loaded.config, self.pin_path.as_deref());
         let parsed = started.elapsed();
         if config.vrrp_instances != self.config.vrrp_instances
@@ -421,6 +421,7 @@ impl Agent {
             ms = ms(done),
             parse_ms = ms(parsed),
             parsed_files,
+            parsed_servers,
             plan_ms = ms(planned - parsed),
             apply_ms = ms(done - planned),
             "reloaded"

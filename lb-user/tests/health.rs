@@ -386,7 +386,9 @@ async fn pool_bounds_checks_in_flight_and_keeps_unchanged_servers_on_update() {
     checks.update(
         {
             let mut c = (*pool_config(&log, 0..14, "; true")).clone();
-            c.virtual_servers[0].real_servers.remove(11);
+            Arc::make_mut(&mut c.virtual_servers[0])
+                .real_servers
+                .remove(11);
             Arc::new(c)
         },
         down,

@@ -10,11 +10,12 @@ use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::Deserialize;
 
-use super::{parse_yaml, Config, ConfigError, LineIndex, VirtualServer};
+use super::{parse_yaml, split, Config, ConfigError, LineIndex, VirtualServer};
 use crate::import::lexer::wildmatch;
 
 /// More files than this from one pattern is refused: a pattern that
@@ -26,13 +27,13 @@ const MAX_FILES: usize = 4096;
 #[serde(deny_unknown_fields)]
 struct Included {
     #[serde(default)]
-    virtual_servers: Vec<VirtualServer>,
+    virtual_servers: Vec<Arc<VirtualServer>>,
 }
 
 /// What was parsed of one included file.
 struct Cached {
     hash: u64,
-    servers: Vec<VirtualServer>,
+    servers: Vec<Arc<VirtualServer>>,
 }
 
 /// A loaded configuration and the hash of every text it was read from.
@@ -43,6 +44,9 @@ pub struct Loaded {
     pub hash: u64,
     /// Included files parsed this time (the others came from the cache).
     pub parsed_files: usize,
+    /// Virtual servers of the main file parsed this time (the others had
+    /// the same text as before).
+    pub parsed_servers: usize,
 }
 
 /// Which file each merged virtual server came from.
@@ -62,6 +66,8 @@ pub struct Loader {
     /// The main file's last hash and `include` patterns, to tell an
     /// unchanged set of files without parsing the main file again.
     main: Option<(u64, Vec<String>)>,
+    /// The main file's virtual servers by the hash of their text.
+    pieces: HashMap<u64, Arc<VirtualServer>>,
 }
 
 impl Loader {
@@ -99,10 +105,11 @@ impl Loader {
         let name = path.display().to_string();
         let main_hash = hash(text);
         let mut config: Option<Config> = None;
+        let mut parsed_servers = 0;
         let patterns = match &self.main {
             Some((h, patterns)) if *h == main_hash => patterns.clone(),
             _ => {
-                let c: Config = parse_yaml(text, &name)?;
+                let c = self.parse_main(text, &name, &mut parsed_servers)?;
                 let patterns = c.include.clone();
                 self.main = Some((main_hash, patterns.clone()));
                 config = Some(c);
@@ -139,7 +146,7 @@ impl Loader {
         }
         let mut config = match config {
             Some(c) => c,
-            None => parse_yaml(text, &name)?,
+            None => self.parse_main(text, &name, &mut parsed_servers)?,
         };
         let mut origins = Vec::new();
         let mut parsed_files = 0;
@@ -177,7 +184,54 @@ impl Loader {
             config,
             hash: total,
             parsed_files,
+            parsed_servers,
         }))
+    }
+
+    /// The main file, its virtual servers taken from the last parse where
+    /// their text is the same. Falls back to parsing the whole text, which
+    /// then gives any error.
+    fn parse_main(
+        &mut self,
+        text: &str,
+        name: &str,
+        parsed: &mut usize,
+    ) -> Result<Config, ConfigError> {
+        let whole = |pieces: &mut HashMap<_, _>, parsed: &mut usize| {
+            pieces.clear();
+            let c: Config = parse_yaml(text, name)?;
+            *parsed = c.virtual_servers.len();
+            Ok(c)
+        };
+        let Some(cut) = split::split(text) else {
+            return whole(&mut self.pieces, parsed);
+        };
+        let mut pieces = HashMap::with_capacity(cut.pieces.len());
+        let mut servers = Vec::with_capacity(cut.pieces.len());
+        let mut fresh = 0;
+        for p in &cut.pieces {
+            let h = hash(p.text);
+            let vs = match self.pieces.get(&h).or_else(|| pieces.get(&h)) {
+                Some(vs) => Arc::clone(vs),
+                None => {
+                    fresh += 1;
+                    let one: Option<Vec<Arc<VirtualServer>>> = serde_yaml::from_str(p.text).ok();
+                    match one {
+                        Some(mut v) if v.len() == 1 => v.pop().unwrap(),
+                        _ => return whole(&mut self.pieces, parsed),
+                    }
+                }
+            };
+            pieces.insert(h, Arc::clone(&vs));
+            servers.push(vs);
+        }
+        let Ok(mut c) = parse_yaml::<Config>(&cut.head, name) else {
+            return whole(&mut self.pieces, parsed);
+        };
+        c.virtual_servers = servers;
+        self.pieces = pieces;
+        *parsed = fresh;
+        Ok(c)
     }
 }
 

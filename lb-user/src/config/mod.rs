@@ -6,9 +6,10 @@
 
 mod include;
 mod lines;
+mod split;
 mod validate;
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +44,10 @@ pub struct Config {
     pub vrrp_scripts: BTreeMap<String, VrrpScript>,
     #[serde(default)]
     pub vrrp_instances: Vec<VrrpInstance>,
+    /// Shared: a reload reuses the virtual servers whose text is unchanged,
+    /// and comparing two of them is then a pointer comparison.
     #[serde(default)]
-    pub virtual_servers: Vec<VirtualServer>,
+    pub virtual_servers: Vec<Arc<VirtualServer>>,
 }
 
 /// `global`: the node and the data path.

@@ -293,7 +293,7 @@ fn random_input_never_panics() {
                 .map(|_| TOKENS[(rnd() % TOKENS.len() as u64) as usize])
                 .collect(),
             _ => {
-                let mut b: Vec<char> = BASE.chars().collect();
+                let mut b: Vec<char> = two_servers(1).chars().collect();
                 for _ in 0..1 + rnd() % 4 {
                     let at = (rnd() as usize) % b.len();
                     match rnd() % 3 {
@@ -313,7 +313,16 @@ fn random_input_never_panics() {
                 b.into_iter().collect()
             }
         };
-        let _ = parse(&text, "fuzz.yaml");
+        // Parsed in pieces or whole, the outcome is the same.
+        let pieces = parse(&text, "fuzz.yaml");
+        match parse_yaml::<Config>(&text, "fuzz.yaml") {
+            Ok(whole) => {
+                if let Ok(c) = pieces {
+                    assert_eq!(c, whole, "{text:?}");
+                }
+            }
+            Err(e) => assert_eq!(pieces.err().map(|p| p.errors), Some(e.errors), "{text:?}"),
+        }
     }
 }
 
@@ -488,4 +497,55 @@ fn a_reload_parses_only_the_files_that_changed() {
     );
     // Same result as a fresh load.
     assert_eq!(third.config, load(&main).unwrap());
+}
+
+/// BASE with a second virtual server `b` whose weight is `w`.
+fn two_servers(w: u32) -> String {
+    format!(
+        "{BASE}  # the second one\n  - name: b\n    vip: 192.0.2.11\n    port: 53\n    protocol: udp\n    snat: {{addresses: [192.0.2.2]}}\n    real_servers:\n      - {{address: 198.51.100.3, port: 53, weight: {w}}}\n"
+    )
+}
+
+#[test]
+fn the_main_file_is_parsed_again_only_where_it_changed() {
+    let mut l = Loader::default();
+    let first = l.parse(&two_servers(1), Path::new("lb.yaml")).unwrap();
+    assert_eq!(first.parsed_servers, 2);
+    // Same as parsing the whole text at once.
+    let whole: Config = serde_yaml::from_str(&two_servers(1)).unwrap();
+    assert_eq!(first.config, whole);
+    let second = l.parse(&two_servers(5), Path::new("lb.yaml")).unwrap();
+    assert_eq!(second.parsed_servers, 1);
+    assert_eq!(second.config.virtual_servers[1].real_servers[0].weight, 5);
+    // The unchanged one is the same value, not a copy.
+    assert!(Arc::ptr_eq(
+        &first.config.virtual_servers[0],
+        &second.config.virtual_servers[0]
+    ));
+    // An error in a piece is reported as for the whole file.
+    let bad = two_servers(1).replace("weight: 1}", "weight: x}");
+    let e = l.parse(&bad, Path::new("lb.yaml")).err().unwrap();
+    let whole = parse_yaml::<Config>(&bad, "lb.yaml").err().unwrap();
+    assert_eq!(e.errors, whole.errors);
+    assert!(e.errors[0].contains("virtual_servers[1].real_servers[0].weight"));
+}
+
+#[test]
+fn pieces_that_need_each_other_are_parsed_whole() {
+    // An alias to an anchor in another item: that item cannot be parsed
+    // alone, and the whole file is parsed instead.
+    let text = two_servers(1)
+        .replace(
+            "    snat:\n      addresses: [192.0.2.2]",
+            "    snat: &pool\n      addresses: [192.0.2.2]",
+        )
+        .replace("snat: {addresses: [192.0.2.2]}", "snat: *pool");
+    let loaded = Loader::default()
+        .parse(&text, Path::new("lb.yaml"))
+        .unwrap();
+    assert_eq!(loaded.parsed_servers, 2);
+    assert_eq!(
+        loaded.config.virtual_servers[1].snat,
+        loaded.config.virtual_servers[0].snat
+    );
 }

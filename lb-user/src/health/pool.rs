@@ -202,7 +202,7 @@ impl Pool {
                 .map(|&i| (i, &old.virtual_servers[i]));
             match prev {
                 // The common case on a reload: nothing in it changed.
-                Some((oi, ovs)) if ovs == vs => {
+                Some((oi, ovs)) if Arc::ptr_eq(ovs, vs) || ovs == vs => {
                     for o in old_ranges[oi].clone() {
                         moved[o as usize] = self.slots.len() as u32;
                         self.slots.push(Slot {

@@ -2743,7 +2743,7 @@ fn resolve(
         }
         a.show("protocol");
         ann.merge(&format!("virtual_servers[{idx}]"), a);
-        c.virtual_servers.push(vs);
+        c.virtual_servers.push(vs.into());
     }
 
     // Room in the maps.
