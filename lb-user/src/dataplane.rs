@@ -578,26 +578,7 @@ impl Dataplane {
     /// tables on all cores first.
     pub fn apply_services(&mut self, specs: &[&ServiceSpec]) -> Result<()> {
         let (seed, m) = (self.config.hash_seed, self.limits.maglev_size);
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(specs.len().max(1));
-        let chunk = specs.len().div_ceil(threads).max(1);
-        let tables: Vec<Vec<u32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = specs
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|sp| maglev::build(seed, m, &sp.members()))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("Maglev build panicked"))
-                .collect()
-        });
+        let tables = crate::par::map(specs, |sp| maglev::build(seed, m, &sp.members()));
         for (spec, table) in specs.iter().zip(&tables) {
             self.install(spec, table)?;
         }

@@ -6,6 +6,7 @@ pub mod dataplane;
 pub mod health;
 pub mod import;
 pub mod maglev;
+pub mod par;
 pub mod plan;
 pub mod status;
 pub mod vrrp;

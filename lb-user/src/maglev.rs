@@ -64,11 +64,21 @@ pub fn build(seed: u32, m: u32, members: &[Member]) -> Vec<u32> {
                 continue;
             }
             st.2 -= wmax;
+            // position + skip < 2m: a subtraction instead of a division,
+            // which this loop would otherwise spend most of its time in.
+            let next = |p: u64| {
+                let n = p + st.1;
+                if n >= m as u64 {
+                    n - m as u64
+                } else {
+                    n
+                }
+            };
             while table[st.0 as usize] != NO_BACKEND {
-                st.0 = (st.0 + st.1) % m as u64;
+                st.0 = next(st.0);
             }
             table[st.0 as usize] = b.id;
-            st.0 = (st.0 + st.1) % m as u64;
+            st.0 = next(st.0);
             filled += 1;
             if filled == m {
                 break 'fill;

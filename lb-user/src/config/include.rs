@@ -148,24 +148,27 @@ impl Loader {
             Some(c) => c,
             None => self.parse_main(text, &name, &mut parsed_servers)?,
         };
+        // Files not parsed before, or changed. (One thread: parsing is
+        // mostly allocation, and the agent keeps a single malloc arena.)
+        let todo: Vec<usize> = (0..files.len())
+            .filter(|&i| !matches!(self.cache.get(&files[i].0), Some(c) if c.hash == files[i].2))
+            .collect();
+        for &i in &todo {
+            let (file, body, fhash) = &files[i];
+            let servers =
+                parse_yaml::<Included>(body, &file.display().to_string())?.virtual_servers;
+            self.cache.insert(
+                file.clone(),
+                Cached {
+                    hash: *fhash,
+                    servers,
+                },
+            );
+        }
+        let parsed_files = todo.len();
         let mut origins = Vec::new();
-        let mut parsed_files = 0;
-        for (file, body, fhash) in files.iter() {
-            let servers = match self.cache.get(file) {
-                Some(c) if c.hash == *fhash => c.servers.clone(),
-                _ => {
-                    parsed_files += 1;
-                    let inc: Included = parse_yaml(body, &file.display().to_string())?;
-                    self.cache.insert(
-                        file.clone(),
-                        Cached {
-                            hash: *fhash,
-                            servers: inc.virtual_servers.clone(),
-                        },
-                    );
-                    inc.virtual_servers
-                }
-            };
+        for (file, body, _) in files.iter() {
+            let servers = self.cache[file].servers.clone();
             origins.push(Origin {
                 file,
                 text: body,
@@ -195,7 +198,7 @@ impl Loader {
         &mut self,
         text: &str,
         name: &str,
-        parsed: &mut usize,
+        parsed_count: &mut usize,
     ) -> Result<Config, ConfigError> {
         let whole = |pieces: &mut HashMap<_, _>, parsed: &mut usize| {
             pieces.clear();
@@ -204,33 +207,35 @@ impl Loader {
             Ok(c)
         };
         let Some(cut) = split::split(text) else {
-            return whole(&mut self.pieces, parsed);
+            return whole(&mut self.pieces, parsed_count);
         };
-        let mut pieces = HashMap::with_capacity(cut.pieces.len());
-        let mut servers = Vec::with_capacity(cut.pieces.len());
-        let mut fresh = 0;
-        for p in &cut.pieces {
-            let h = hash(p.text);
-            let vs = match self.pieces.get(&h).or_else(|| pieces.get(&h)) {
-                Some(vs) => Arc::clone(vs),
-                None => {
-                    fresh += 1;
-                    let one: Option<Vec<Arc<VirtualServer>>> = serde_yaml::from_str(p.text).ok();
-                    match one {
-                        Some(mut v) if v.len() == 1 => v.pop().unwrap(),
-                        _ => return whole(&mut self.pieces, parsed),
-                    }
-                }
+        let hashes: Vec<u64> = cut.pieces.iter().map(|p| hash(p.text)).collect();
+        let todo: Vec<usize> = (0..hashes.len())
+            .filter(|&i| !self.pieces.contains_key(&hashes[i]))
+            .collect();
+        let mut pieces = HashMap::with_capacity(hashes.len());
+        for &i in &todo {
+            let one: Option<Vec<Arc<VirtualServer>>> =
+                serde_yaml::from_str(cut.pieces[i].text).ok();
+            match one.and_then(|v| <[_; 1]>::try_from(v).ok()) {
+                Some([vs]) => pieces.insert(hashes[i], vs),
+                None => return whole(&mut self.pieces, parsed_count),
             };
-            pieces.insert(h, Arc::clone(&vs));
+        }
+        let mut servers = Vec::with_capacity(hashes.len());
+        for h in &hashes {
+            let Some(vs) = pieces.get(h).or_else(|| self.pieces.get(h)).cloned() else {
+                return whole(&mut self.pieces, parsed_count);
+            };
+            pieces.insert(*h, Arc::clone(&vs));
             servers.push(vs);
         }
         let Ok(mut c) = parse_yaml::<Config>(&cut.head, name) else {
-            return whole(&mut self.pieces, parsed);
+            return whole(&mut self.pieces, parsed_count);
         };
         c.virtual_servers = servers;
         self.pieces = pieces;
-        *parsed = fresh;
+        *parsed_count = todo.len();
         Ok(c)
     }
 }
