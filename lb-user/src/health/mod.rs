@@ -213,7 +213,7 @@ pub async fn watch(c: Checker, up: bool, tx: mpsc::Sender<Event>) {
     }
     let mut t = Tracker::new(up);
     loop {
-        let (change, pause) = t.observe(&c, Box::pin(probe(&c)).await);
+        let (change, pause) = t.observe(&c, probe(&c).await);
         if let Some((up, weight, reason)) = change {
             let ev = Event {
                 server: c.server.clone(),
@@ -298,38 +298,47 @@ impl Tracker {
 
 /// One check, bounded by `connect_timeout` as a whole (misc: `misc_timeout`).
 pub async fn probe(c: &Checker) -> Outcome {
-    let limit = secs(c.common.connect_timeout);
+    // Each kind's future is boxed on its own: the TLS/HTTP and DNS states
+    // are KiBs, and a TCP check, the common one, should not carry them
+    // (thousands are in flight at once in a large pool).
     match &c.kind {
         Kind::Misc {
             command,
             timeout: t,
             dynamic,
-        } => misc(command, *t, *dynamic).await,
-        Kind::Dns { name, qtype } => match timeout(limit, dns(c, name, qtype)).await {
-            Ok(o) => o,
-            Err(_) => Outcome::Down(format!("no DNS answer within {}", show(limit))),
-        },
-        Kind::Tcp => match connect(c, limit).await {
+        } => Box::pin(misc(command, *t, *dynamic)).await,
+        Kind::Dns { name, qtype } => Box::pin(probe_dns(c, name, qtype)).await,
+        Kind::Tcp => match connect(c, secs(c.common.connect_timeout)).await {
             Ok(_) => Outcome::Up { weight: None },
             Err(e) => Outcome::Down(e),
         },
-        Kind::Http(h) => {
-            let deadline = Instant::now() + limit;
-            let stream = match connect(c, limit).await {
-                Ok(s) => s,
-                Err(e) => return Outcome::Down(e),
-            };
-            let res = if h.tls {
-                match timeout_at(deadline, tls(stream, h, c.target)).await {
-                    Ok(Ok(s)) => http(s, h, deadline, limit).await,
-                    Ok(Err(e)) => Outcome::Down(format!("TLS handshake: {e}")),
-                    Err(_) => Outcome::Down(format!("TLS handshake timeout after {}", show(limit))),
-                }
-            } else {
-                http(stream, h, deadline, limit).await
-            };
-            res
+        Kind::Http(h) => Box::pin(probe_http(c, h)).await,
+    }
+}
+
+async fn probe_dns(c: &Checker, name: &str, qtype: &str) -> Outcome {
+    let limit = secs(c.common.connect_timeout);
+    match timeout(limit, dns(c, name, qtype)).await {
+        Ok(o) => o,
+        Err(_) => Outcome::Down(format!("no DNS answer within {}", show(limit))),
+    }
+}
+
+async fn probe_http(c: &Checker, h: &Http) -> Outcome {
+    let limit = secs(c.common.connect_timeout);
+    let deadline = Instant::now() + limit;
+    let stream = match connect(c, limit).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Down(e),
+    };
+    if h.tls {
+        match timeout_at(deadline, tls(stream, h, c.target)).await {
+            Ok(Ok(s)) => http(s, h, deadline, limit).await,
+            Ok(Err(e)) => Outcome::Down(format!("TLS handshake: {e}")),
+            Err(_) => Outcome::Down(format!("TLS handshake timeout after {}", show(limit))),
         }
+    } else {
+        http(stream, h, deadline, limit).await
     }
 }
 

@@ -335,6 +335,21 @@ mod tests {
 
     /// What a server costs between checks; 100,000 servers must fit in a
     /// few MiB.
+    /// Thousands of TCP checks are in flight at once in a large pool; the
+    /// HTTP, TLS and DNS states (KiBs) must not be part of each.
+    #[test]
+    fn a_tcp_probe_is_small() {
+        let config = crate::config::parse(
+            "global: {interface: lo}\nvirtual_servers:\n  - {name: w, vip: 192.0.2.1, port: 80, \
+             snat: {addresses: [192.0.2.2]}, real_servers: [{address: 127.0.0.1, port: 80, tcp_check: {}}]}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let c = super::super::checkers(&config).pop().unwrap();
+        let size = std::mem::size_of_val(&probe(&c));
+        assert!(size < 1024, "a probe holds {size} bytes");
+    }
+
     #[test]
     fn a_server_between_checks_is_small() {
         let per = std::mem::size_of::<Slot>() + std::mem::size_of::<Reverse<(Instant, u32)>>();
