@@ -289,14 +289,20 @@ impl Agent {
     /// cost O(servers) each.
     pub fn on_health_batch(&mut self, events: Vec<health::Event>) -> Result<()> {
         let mut resets = Vec::new();
-        let mut changed = false;
+        let mut changed = std::collections::BTreeSet::new();
         for ev in events {
-            changed |= self.record_health(ev, &mut resets);
+            let vs = ev.server.0.clone();
+            if self.record_health(ev, &mut resets) {
+                changed.insert(vs);
+            }
         }
-        if !changed {
+        if changed.is_empty() {
             return Ok(());
         }
-        let plan = Plan::build(&self.config, &self.runtime, Some(&self.plan.ids));
+        let names = changed.iter().map(String::as_str).collect();
+        let plan = self
+            .plan
+            .update_services(&self.config, &self.runtime, &names);
         let diff = plan.diff(Some(&self.plan));
         apply(&mut self.dp, &diff)?;
         for (vs_name, sk, addr, port) in resets {

@@ -137,81 +137,11 @@ impl Plan {
         let mut addrs = BTreeMap::new();
         let mut services = Vec::new();
         for v in &c.virtual_servers {
-            let sk = service_key(v);
             *addrs.entry(v.vip).or_insert(0) |= ADDR_VIP;
             for a in &v.snat.addresses {
                 *addrs.entry(*a).or_insert(0) |= ADDR_SNAT;
             }
-            let enabled = v
-                .vrrp_instance
-                .as_ref()
-                .is_none_or(|i| rt.masters.contains(i));
-            let mut flags = if enabled { SVC_ENABLED } else { 0 };
-            if v.lb_algo == LbAlgo::Sh {
-                flags |= SVC_SRC_HASH;
-            }
-            // This service's share of the runtime state, looked up without
-            // a key per server: 100,000 servers are rebuilt on every change.
-            let down: BTreeSet<(Ipv4Addr, u16)> = rt
-                .down
-                .range(range_of(&v.name))
-                .map(|k| (k.1, k.2))
-                .collect();
-            let weights: BTreeMap<(Ipv4Addr, u16), u32> = rt
-                .weights
-                .range(range_of(&v.name))
-                .map(|(k, w)| ((k.1, k.2), *w))
-                .collect();
-            let up = |r: &crate::config::RealServer| !down.contains(&(r.address, r.port));
-            let mut backends: Vec<BackendSpec> = v
-                .real_servers
-                .iter()
-                .map(|r| BackendSpec {
-                    id: backend_ids[&(sk, r.address, r.port, false)],
-                    addr: r.address,
-                    port: r.port,
-                    // Down, or inhibited: no new flows either way.
-                    weight: if up(r) {
-                        weights
-                            .get(&(r.address, r.port))
-                            .copied()
-                            .unwrap_or(r.weight)
-                    } else {
-                        0
-                    },
-                })
-                .collect();
-            let healthy = v.real_servers.iter().filter(|r| up(r)).count();
-            let mut sorry_active = false;
-            if let Some(s) = v.sorry_server {
-                if healthy < v.quorum as usize {
-                    sorry_active = true;
-                    for b in &mut backends {
-                        b.weight = 0;
-                    }
-                    backends.push(BackendSpec {
-                        id: backend_ids[&(sk, s.address, s.port, true)],
-                        addr: s.address,
-                        port: s.port,
-                        weight: 1,
-                    });
-                }
-            }
-            services.push(PlannedService {
-                name: v.name.clone(),
-                healthy,
-                sorry_active,
-                spec: ServiceSpec {
-                    id: service_ids[&sk],
-                    vip: v.vip,
-                    port: v.port,
-                    proto: v.protocol.number(),
-                    flags,
-                    snat_addrs: v.snat.addresses.clone(),
-                    snat_ports: v.snat.port_range().unwrap_or((1024, 65535)),
-                    backends,
-                },
-            });
+            services.push(plan_service(v, rt, &service_ids, &backend_ids));
         }
         services.sort_by_key(|s| s.spec.id);
         let ns = |s: f64| (s * 1e9) as u64;
@@ -247,10 +177,114 @@ impl Plan {
         }
     }
 
+    /// This plan after runtime changes (health, weights) to the virtual
+    /// servers named in `changed` only: the config is the one this plan was
+    /// built from, so every id stays and the other services are reused. A
+    /// server going down in a 100,000-server pool then costs its own
+    /// service, not the whole pool.
+    pub fn update_services(&self, c: &Config, rt: &Runtime, changed: &BTreeSet<&str>) -> Plan {
+        let mut next = self.clone();
+        for v in c
+            .virtual_servers
+            .iter()
+            .filter(|v| changed.contains(v.name.as_str()))
+        {
+            let fresh = plan_service(v, rt, &self.ids.services, &self.ids.backends);
+            if let Some(s) = next
+                .services
+                .iter_mut()
+                .find(|s| s.spec.id == fresh.spec.id)
+            {
+                *s = fresh;
+            }
+        }
+        next
+    }
+
     /// Whether a loaded data path can take this plan without reloading the
     /// program (the map sizes are fixed at load time).
     pub fn fits(&self, loaded: &Limits) -> bool {
         self.limits == *loaded
+    }
+}
+
+/// One service as planned for runtime state `rt`.
+fn plan_service(
+    v: &VirtualServer,
+    rt: &Runtime,
+    service_ids: &BTreeMap<ServiceKey, u32>,
+    backend_ids: &BTreeMap<BackendKey, u32>,
+) -> PlannedService {
+    let sk = service_key(v);
+    let enabled = v
+        .vrrp_instance
+        .as_ref()
+        .is_none_or(|i| rt.masters.contains(i));
+    let mut flags = if enabled { SVC_ENABLED } else { 0 };
+    if v.lb_algo == LbAlgo::Sh {
+        flags |= SVC_SRC_HASH;
+    }
+    // This service's share of the runtime state, looked up without
+    // a key per server: 100,000 servers are rebuilt on every change.
+    let down: BTreeSet<(Ipv4Addr, u16)> = rt
+        .down
+        .range(range_of(&v.name))
+        .map(|k| (k.1, k.2))
+        .collect();
+    let weights: BTreeMap<(Ipv4Addr, u16), u32> = rt
+        .weights
+        .range(range_of(&v.name))
+        .map(|(k, w)| ((k.1, k.2), *w))
+        .collect();
+    let up = |r: &crate::config::RealServer| !down.contains(&(r.address, r.port));
+    let mut backends: Vec<BackendSpec> = v
+        .real_servers
+        .iter()
+        .map(|r| BackendSpec {
+            id: backend_ids[&(sk, r.address, r.port, false)],
+            addr: r.address,
+            port: r.port,
+            // Down, or inhibited: no new flows either way.
+            weight: if up(r) {
+                weights
+                    .get(&(r.address, r.port))
+                    .copied()
+                    .unwrap_or(r.weight)
+            } else {
+                0
+            },
+        })
+        .collect();
+    let healthy = v.real_servers.iter().filter(|r| up(r)).count();
+    let mut sorry_active = false;
+    if let Some(s) = v.sorry_server {
+        if healthy < v.quorum as usize {
+            sorry_active = true;
+            for b in &mut backends {
+                b.weight = 0;
+            }
+            backends.push(BackendSpec {
+                id: backend_ids[&(sk, s.address, s.port, true)],
+                addr: s.address,
+                port: s.port,
+                weight: 1,
+            });
+        }
+    }
+    PlannedService {
+        name: v.name.clone(),
+        healthy,
+        sorry_active,
+        spec: ServiceSpec {
+            id: service_ids[&sk],
+            vip: v.vip,
+            port: v.port,
+            proto: v.protocol.number(),
+            flags,
+            snat_addrs: v.snat.addresses.clone(),
+            snat_ports: v.snat.port_range().unwrap_or((1024, 65535)),
+            backends,
+        },
     }
 }
 
@@ -505,6 +539,24 @@ virtual_servers:
         // A new service takes the lowest free id.
         let p4 = Plan::build(&c, &rt, Some(&p3.ids));
         assert_eq!(p4.services[1].spec.id, 1);
+    }
+
+    #[test]
+    fn updating_some_services_equals_a_full_build() {
+        let c = cfg(CFG);
+        let mut rt = Runtime::from_config_hints(&c);
+        let p = Plan::build(&c, &rt, None);
+        rt.down
+            .insert(("web".into(), "198.51.100.2".parse().unwrap(), 80));
+        rt.weights
+            .insert(("web".into(), "198.51.100.1".parse().unwrap(), 80), 9);
+        let full = Plan::build(&c, &rt, Some(&p.ids));
+        let part = p.update_services(&c, &rt, &["web"].into());
+        assert_eq!(part, full);
+        assert_ne!(part, p);
+        // Only web's table is rewritten.
+        let d = part.diff(Some(&p));
+        assert_eq!(d.upsert.iter().map(|s| s.port).collect::<Vec<_>>(), [80]);
     }
 
     #[test]
