@@ -48,10 +48,13 @@ pub fn split(text: &str) -> Option<Split<'_>> {
     {
         return None;
     }
-    let mut keys = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, l))| body(l).trim_end() == KEY);
+    let mut keys = lines.iter().enumerate().filter(|(_, (_, l))| {
+        let rest = body(l).strip_prefix(KEY);
+        // The key alone, or followed by a comment.
+        rest.is_some_and(|r| {
+            r.trim_end().is_empty() || (r.starts_with(' ') && r.trim_start().starts_with('#'))
+        })
+    });
     let (k, _) = keys.next()?;
     if keys.next().is_some() {
         return None;
@@ -134,6 +137,14 @@ mod tests {
             "global: {interface: eth0}\nvirtual_servers: []\n  # web\n\n\n\n\n\n\ninclude: [x]\n"
         );
         assert_eq!(s.head.lines().count(), text.lines().count());
+    }
+
+    #[test]
+    fn the_key_may_carry_a_comment() {
+        let s = split("virtual_servers:   # the pool\n  - name: a\n").unwrap();
+        assert_eq!(s.pieces.len(), 1);
+        assert_eq!(s.head, "virtual_servers: []\n\n");
+        assert_eq!(split("virtual_servers:#x\n  - name: a\n"), None);
     }
 
     #[test]
