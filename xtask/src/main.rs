@@ -72,7 +72,8 @@ commands:
   bench agent        reload time and RSS of the agent with 100 VIPs x 1,000 real servers
   bench health       agent CPU, RSS and check latency with 1,000 servers checked every second
   bench failover     VRRP failover time of the agent and of keepalived, 20 trials at 1 s and 0.1 s
-  bench l4           direct vs xlb vs nginx stream vs HAProxy on the lab: req/s, conns/s, DNS q/s, CPU, latency
+  bench l4 [stamina|pps]
+                     direct vs xlb vs nginx stream vs HAProxy on the lab: req/s, conns/s, DNS q/s, CPU, latency
 ";
 
 fn main() -> ExitCode {
@@ -136,7 +137,7 @@ fn run(args: &[&str]) -> Result<()> {
             }
             Ok(())
         }
-        ["bench", name] => {
+        ["bench", name, rest @ ..] => {
             let Some((_, package, why)) = BENCHES.iter().find(|(n, _, _)| n == name) else {
                 let names: Vec<&str> = BENCHES.iter().map(|(n, _, _)| *n).collect();
                 bail!("bench {name}: unknown; available: {}", names.join(", "));
@@ -147,7 +148,10 @@ fn run(args: &[&str]) -> Result<()> {
                 // The lab runs the release agent.
                 cargo(&["build", "--release", "-p", "lb-user", "-p", "lb-lab"])?;
             }
-            cargo(&["bench", "-p", package, "--bench", name])
+            // Anything after the name goes to the benchmark (`l4 stamina`).
+            let mut args = vec!["bench", "-p", package, "--bench", name, "--"];
+            args.extend(rest.iter().copied());
+            cargo(&args)
         }
         _ => {
             print!("{USAGE}");
