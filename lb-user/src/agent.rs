@@ -50,6 +50,9 @@ pub struct Agent {
     dp: Dataplane,
     /// The health checks of every real server with a checker.
     checks: health::Checks,
+    /// A health change failed to reach the data path: plan everything
+    /// again next time instead of only the services that changed.
+    plan_stale: bool,
     /// The last reason each checked server gave.
     why: BTreeMap<ServerKey, String>,
     /// Durations of recent checks.
@@ -204,6 +207,7 @@ impl Agent {
             plan,
             dp,
             checks,
+            plan_stale: false,
             why: BTreeMap::new(),
             latencies,
             vrrp,
@@ -261,19 +265,6 @@ impl Agent {
         Ok(())
     }
 
-    /// Every real server of the running config.
-    fn plan_servers(&self) -> std::collections::BTreeSet<ServerKey> {
-        self.config
-            .virtual_servers
-            .iter()
-            .flat_map(|v| {
-                v.real_servers
-                    .iter()
-                    .map(|r| (v.name.clone(), r.address, r.port))
-            })
-            .collect()
-    }
-
     /// Hands the config to the health checks: servers whose checker is
     /// unchanged keep their schedule and counters, so a large pool is not
     /// checked all at once after every reload; new ones start from their
@@ -299,20 +290,26 @@ impl Agent {
         if changed.is_empty() {
             return Ok(());
         }
-        let names = changed.iter().map(String::as_str).collect();
-        let plan = self
-            .plan
-            .update_services(&self.config, &self.runtime, &names);
-        let diff = plan.diff(Some(&self.plan));
-        apply(&mut self.dp, &diff)?;
+        // After a failed write the plan may not be what the data path holds:
+        // then every service is planned and compared again.
+        let plan = if self.plan_stale {
+            Plan::build(&self.config, &self.runtime, Some(&self.plan.ids))
+        } else {
+            let names = changed.iter().map(String::as_str).collect();
+            self.plan
+                .update_services(&self.config, &self.runtime, &names)
+        };
+        let applied = apply(&mut self.dp, &plan.diff(Some(&self.plan)));
+        self.plan_stale = applied.is_err();
+        applied?;
+        self.plan = plan;
+        self.sync_quorum();
         for (vs_name, sk, addr, port) in resets {
-            if let Some(&id) = plan.ids.backends.get(&(sk, addr, port, false)) {
+            if let Some(&id) = self.plan.ids.backends.get(&(sk, addr, port, false)) {
                 let n = self.dp.purge_backend(id)?;
                 info!(service = %vs_name, server = %format!("{addr}:{port}"), connections = n, "on_down reset: connections purged");
             }
         }
-        self.plan = plan;
-        self.sync_quorum();
         Ok(())
     }
 
@@ -399,14 +396,20 @@ impl Agent {
         {
             bail!("vrrp_instances or vrrp_scripts changed: restart the agent to apply them (a MASTER hands over gracefully on SIGTERM)");
         }
-        // New `alpha` servers start down, as at start-up.
-        let old: std::collections::BTreeSet<ServerKey> = self.plan_servers();
+        // Taken over only if the reload goes through. New `alpha` servers
+        // start down, as at start-up; servers that are gone or no longer
+        // checked lose their state (a server without a checker is up).
+        let mut runtime = self.runtime.clone();
+        let old = servers(&self.config, false);
         for k in Runtime::from_config_hints(&config).down {
             if !old.contains(&k) {
-                self.runtime.down.insert(k);
+                runtime.down.insert(k);
             }
         }
-        let plan = Plan::build(&config, &self.runtime, Some(&self.plan.ids));
+        let checked = servers(&config, true);
+        runtime.down.retain(|k| checked.contains(k));
+        runtime.weights.retain(|k, _| checked.contains(k));
+        let plan = Plan::build(&config, &runtime, Some(&self.plan.ids));
         if !plan.fits(&self.dp.limits().clone()) {
             bail!("global limits (max_services, max_backends, conntrack.max_entries, maglev_size) changed: restart the agent to apply them");
         }
@@ -435,11 +438,8 @@ impl Agent {
         self.config = Arc::new(config);
         self.plan = plan;
         self.text_hash = text_hash;
-        // Servers that are gone lose their state; the rest keep it.
-        let present = self.plan_servers();
-        self.runtime.down.retain(|k| present.contains(k));
-        self.runtime.weights.retain(|k, _| present.contains(k));
-        self.why.retain(|k, _| present.contains(k));
+        self.runtime = runtime;
+        self.why.retain(|k, _| checked.contains(k));
         self.start_checks();
         self.sync_quorum();
         release_memory();
@@ -552,6 +552,20 @@ impl Agent {
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
+}
+
+/// The real servers of `config` (with a checker only, if `checked`).
+fn servers(config: &Config, checked: bool) -> std::collections::BTreeSet<ServerKey> {
+    config
+        .virtual_servers
+        .iter()
+        .flat_map(|v| {
+            v.real_servers
+                .iter()
+                .filter(move |r| !checked || r.checker_count() > 0)
+                .map(|r| (v.name.clone(), r.address, r.port))
+        })
+        .collect()
 }
 
 /// `config` with the command line's pin path in place of its own.

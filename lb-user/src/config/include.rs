@@ -209,6 +209,14 @@ impl Loader {
         let Some(cut) = split::split(text) else {
             return whole(&mut self.pieces, parsed_count);
         };
+        // The key must be the top-level one, not text inside a quoted string
+        // or flow collection that spans its line.
+        let top = LineIndex::new(&cut.head)
+            .ok()
+            .and_then(|i| i.line("virtual_servers"));
+        if top != Some(cut.key_line) {
+            return whole(&mut self.pieces, parsed_count);
+        }
         let hashes: Vec<u64> = cut.pieces.iter().map(|p| hash(p.text)).collect();
         let todo: Vec<usize> = (0..hashes.len())
             .filter(|&i| !self.pieces.contains_key(&hashes[i]))

@@ -22,6 +22,8 @@ pub struct Piece<'a> {
 pub struct Split<'a> {
     pub head: String,
     pub pieces: Vec<Piece<'a>>,
+    /// 1-based line of the `virtual_servers:` key.
+    pub key_line: usize,
 }
 
 const KEY: &str = "virtual_servers:";
@@ -42,9 +44,13 @@ pub fn split(text: &str) -> Option<Split<'_>> {
             Some((start, l))
         })
         .collect();
-    if lines
-        .iter()
-        .any(|(_, l)| body(l) == "---" || l.starts_with("--- ") || body(l) == "...")
+    // YAML breaks lines at these too; the cut only knows `\n` and `\r\n`.
+    let other_breaks = text.contains(['\u{85}', '\u{2028}', '\u{2029}'])
+        || lines.iter().any(|(_, l)| body(l).contains('\r'));
+    if other_breaks
+        || lines
+            .iter()
+            .any(|(_, l)| body(l) == "---" || l.starts_with("--- ") || body(l) == "...")
     {
         return None;
     }
@@ -110,7 +116,11 @@ pub fn split(text: &str) -> Option<Split<'_>> {
             head.push_str(l);
         }
     }
-    Some(Split { head, pieces })
+    Some(Split {
+        head,
+        pieces,
+        key_line: k + 1,
+    })
 }
 
 #[cfg(test)]
@@ -158,6 +168,8 @@ mod tests {
     #[test]
     fn other_layouts_are_not_cut() {
         for text in [
+            "virtual_servers: # pool\r  - name: a\n  - name: b\n",
+            "virtual_servers:\n  - name: a\u{2028}  - name: b\n",
             "global: {}\n",
             "virtual_servers: [{name: a}]\n",
             "virtual_servers:\n  [{name: a}]\n",

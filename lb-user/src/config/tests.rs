@@ -549,3 +549,14 @@ fn pieces_that_need_each_other_are_parsed_whole() {
         loaded.config.virtual_servers[0].snat
     );
 }
+
+#[test]
+fn a_key_inside_a_quoted_string_is_not_cut() {
+    // The `virtual_servers:` line is part of router_id's quoted string:
+    // there are no virtual servers, as a whole-file parse says.
+    let text = "global: {interface: eth0, router_id: \"n1\nvirtual_servers:\n  - {name: a, vip: 192.0.2.1, port: 80, snat: {addresses: [192.0.2.2]}, real_servers: [{address: 10.0.0.1, port: 80}]}\n\"}\n";
+    let whole: Config = serde_yaml::from_str(text).unwrap();
+    let c = parse(text, "lb.yaml").unwrap();
+    assert!(c.virtual_servers.is_empty());
+    assert_eq!(c, whole);
+}

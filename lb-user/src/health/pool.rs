@@ -229,19 +229,26 @@ impl Pool {
                             continue;
                         };
                         let i = self.slots.len() as u32;
-                        let same = old_of.get(&(rs.address, rs.port)).filter(|&&o| {
+                        let before = old_of.get(&(rs.address, rs.port)).copied();
+                        let same = before.filter(|&o| {
                             let (_, ovs) = prev.unwrap();
                             let ors = &ovs.real_servers[old_slots[o as usize].rs as usize];
                             checker_for(ovs, ors).as_ref() == Some(&c)
                         });
                         let track = match same {
-                            Some(&o) => {
+                            Some(o) => {
                                 moved[o as usize] = i;
                                 kept += 1;
                                 old_slots[o as usize].track
                             }
                             None => {
-                                let up = !down.contains(&c.server);
+                                // A changed checker starts from what the old
+                                // one last reported, not from `down`: that
+                                // report may still be on its way to the agent.
+                                let up = match before {
+                                    Some(o) => old_slots[o as usize].track.up(),
+                                    None => !down.contains(&c.server),
+                                };
                                 let warmup = c.common.warmup.filter(|w| *w > 0.0).unwrap_or(0.0);
                                 fresh.push(Reverse((now + secs(warmup * fastrand::f64()), i)));
                                 started += 1;
