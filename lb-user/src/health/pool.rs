@@ -340,6 +340,62 @@ impl Pool {
 mod tests {
     use super::*;
 
+    fn config(servers: &[(u16, &str)]) -> Arc<Config> {
+        let mut t = String::from(
+            "global: {interface: lo}\nvirtual_servers:\n  - name: p\n    vip: 192.0.2.1\n    port: 80\n    snat: {addresses: [192.0.2.2]}\n    real_servers:\n",
+        );
+        for (port, cmd) in servers {
+            t += &format!("      - {{address: 127.0.0.1, port: {port}, misc_check: {{misc_path: \"{cmd}\"}}}}\n");
+        }
+        Arc::new(crate::config::parse(&t, "t.yaml").unwrap())
+    }
+
+    fn up_of(p: &Pool, port: u16) -> bool {
+        let i = p.config.virtual_servers[0]
+            .real_servers
+            .iter()
+            .position(|r| r.port == port)
+            .unwrap();
+        p.slots
+            .iter()
+            .find(|s| s.rs as usize == i)
+            .unwrap()
+            .track
+            .up()
+    }
+
+    /// A server whose checker changes keeps the state its old checker last
+    /// reported (that report may still be on its way to the agent); only a
+    /// server new to the pool starts from the agent's down set.
+    #[test]
+    fn an_update_carries_state_to_changed_checkers() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut p = Pool::new(tx, Default::default(), 4);
+        p.update(config(&[(1, "true"), (2, "true")]), &Default::default());
+        assert!(up_of(&p, 1) && up_of(&p, 2));
+        // Both reported down.
+        for s in &mut p.slots {
+            s.track.up = false;
+        }
+        let down = [("p".to_string(), std::net::Ipv4Addr::LOCALHOST, 3)].into();
+        p.update(
+            config(&[(1, "true"), (2, "exit 0"), (3, "true"), (4, "true")]),
+            &down,
+        );
+        assert!(!up_of(&p, 1), "unchanged: kept");
+        assert!(
+            !up_of(&p, 2),
+            "changed: carried over, not taken from the down set"
+        );
+        assert!(!up_of(&p, 3), "new and known down");
+        assert!(up_of(&p, 4), "new");
+        assert_eq!(p.len(), 4);
+        // Every server is due exactly once.
+        let mut due: Vec<u32> = p.due.iter().map(|Reverse((_, s))| *s).collect();
+        due.sort();
+        assert_eq!(due, [0, 1, 2, 3]);
+    }
+
     /// What a server costs between checks; 100,000 servers must fit in a
     /// few MiB.
     /// Thousands of TCP checks are in flight at once in a large pool; the
