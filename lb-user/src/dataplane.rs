@@ -578,7 +578,7 @@ impl Dataplane {
     }
 
     /// [`Dataplane::apply_service`] for many services, building their Maglev
-    /// tables on all cores first.
+    /// tables on all cores, a few at a time.
     pub fn apply_services(&mut self, specs: &[&ServiceSpec]) -> Result<()> {
         let (seed, m) = (self.config.hash_seed, self.limits.maglev_size);
         // A few tables per core at a time: 100 tables of 65,537 slots built

@@ -1,5 +1,5 @@
-//! Work spread over the machine's cores, for the CPU-bound parts of a
-//! reload (Maglev tables, parsing the virtual servers that changed).
+//! Work spread over the machine's cores, for the CPU-bound part of a
+//! reload: building Maglev tables.
 
 /// `f` of every item, in order, computed on up to one thread per core.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {

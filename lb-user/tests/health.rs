@@ -126,10 +126,29 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S
     let _ = s.write_all(reply).await;
 }
 
-/// Runs `watch` and returns its event receiver.
+/// Checks `c` forever from state `up`, as the agent's pool does for each
+/// server (probe, count with a `Tracker`, wait), and returns its events.
 fn start(c: Checker, up: bool) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(health::watch(c, up, tx));
+    tokio::spawn(async move {
+        let mut t = health::Tracker::new(up);
+        loop {
+            let (change, pause) = t.observe(&c, health::probe(&c).await);
+            if let Some((up, weight, reason)) = change {
+                let server = c.server.clone();
+                let ev = Event {
+                    server,
+                    up,
+                    weight,
+                    reason,
+                };
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
     rx
 }
 

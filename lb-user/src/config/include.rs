@@ -148,26 +148,23 @@ impl Loader {
             Some(c) => c,
             None => self.parse_main(text, &name, &mut parsed_servers)?,
         };
-        // Files not parsed before, or changed. (One thread: parsing is
-        // mostly allocation, and the agent keeps a single malloc arena.)
-        let todo: Vec<usize> = (0..files.len())
-            .filter(|&i| !matches!(self.cache.get(&files[i].0), Some(c) if c.hash == files[i].2))
-            .collect();
-        for &i in &todo {
-            let (file, body, fhash) = &files[i];
-            let servers =
-                parse_yaml::<Included>(body, &file.display().to_string())?.virtual_servers;
-            self.cache.insert(
-                file.clone(),
-                Cached {
-                    hash: *fhash,
-                    servers,
-                },
-            );
-        }
-        let parsed_files = todo.len();
+        // Only files not parsed before, or changed, are parsed. (On one
+        // thread: parsing is mostly allocation, and the agent keeps one
+        // malloc arena.)
+        let mut parsed_files = 0;
         let mut origins = Vec::new();
-        for (file, body, _) in files.iter() {
+        for (file, body, fhash) in files.iter() {
+            if !matches!(self.cache.get(file), Some(c) if c.hash == *fhash) {
+                parsed_files += 1;
+                let inc: Included = parse_yaml(body, &file.display().to_string())?;
+                self.cache.insert(
+                    file.clone(),
+                    Cached {
+                        hash: *fhash,
+                        servers: inc.virtual_servers,
+                    },
+                );
+            }
             let servers = self.cache[file].servers.clone();
             origins.push(Origin {
                 file,
@@ -217,25 +214,23 @@ impl Loader {
         if top != Some(cut.key_line) {
             return whole(&mut self.pieces, parsed_count);
         }
-        let hashes: Vec<u64> = cut.pieces.iter().map(|p| hash(p.text)).collect();
-        let todo: Vec<usize> = (0..hashes.len())
-            .filter(|&i| !self.pieces.contains_key(&hashes[i]))
-            .collect();
-        let mut pieces = HashMap::with_capacity(hashes.len());
-        for &i in &todo {
-            let one: Option<Vec<Arc<VirtualServer>>> =
-                serde_yaml::from_str(cut.pieces[i].text).ok();
-            match one.and_then(|v| <[_; 1]>::try_from(v).ok()) {
-                Some([vs]) => pieces.insert(hashes[i], vs),
-                None => return whole(&mut self.pieces, parsed_count),
+        let mut pieces = HashMap::with_capacity(cut.pieces.len());
+        let mut servers = Vec::with_capacity(cut.pieces.len());
+        let mut fresh = 0;
+        for p in &cut.pieces {
+            let h = hash(p.text);
+            let vs = match self.pieces.get(&h).or_else(|| pieces.get(&h)) {
+                Some(vs) => Arc::clone(vs),
+                None => {
+                    fresh += 1;
+                    let one: Option<Vec<Arc<VirtualServer>>> = serde_yaml::from_str(p.text).ok();
+                    match one.and_then(|v| <[_; 1]>::try_from(v).ok()) {
+                        Some([vs]) => vs,
+                        None => return whole(&mut self.pieces, parsed_count),
+                    }
+                }
             };
-        }
-        let mut servers = Vec::with_capacity(hashes.len());
-        for h in &hashes {
-            let Some(vs) = pieces.get(h).or_else(|| self.pieces.get(h)).cloned() else {
-                return whole(&mut self.pieces, parsed_count);
-            };
-            pieces.insert(*h, Arc::clone(&vs));
+            pieces.insert(h, Arc::clone(&vs));
             servers.push(vs);
         }
         let Ok(mut c) = parse_yaml::<Config>(&cut.head, name) else {
@@ -243,7 +238,7 @@ impl Loader {
         };
         c.virtual_servers = servers;
         self.pieces = pieces;
-        *parsed_count = todo.len();
+        *parsed_count = fresh;
         Ok(c)
     }
 }

@@ -15,11 +15,10 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpSocket, TcpStream, UdpSocket},
-    sync::mpsc,
-    time::{sleep, timeout, Instant},
+    time::{timeout, Instant},
 };
 
-use crate::config::{status_ranges, CheckCommon, Config, RealServer, StatusCodes, VirtualServer};
+use crate::config::{status_ranges, CheckCommon, RealServer, StatusCodes, VirtualServer};
 
 mod pool;
 pub use pool::{Checks, Pool};
@@ -91,15 +90,6 @@ pub struct Checker {
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
-}
-
-/// The checkers the config asks for: one per real server with a checker block.
-pub fn checkers(config: &Config) -> Vec<Checker> {
-    config
-        .virtual_servers
-        .iter()
-        .flat_map(|vs| vs.real_servers.iter().filter_map(|rs| checker_for(vs, rs)))
-        .collect()
 }
 
 /// The checker of one real server, if it has a checker block.
@@ -204,30 +194,6 @@ impl Latencies {
 
 /// Shared by every checker task of an agent.
 pub type SharedLatencies = Arc<std::sync::Mutex<Latencies>>;
-
-/// Runs `c` forever, sending an event on every transition. `up` is the state
-/// to start from. The agent runs its whole pool in one [`Pool`] instead.
-pub async fn watch(c: Checker, up: bool, tx: mpsc::Sender<Event>) {
-    if let Some(w) = c.common.warmup.filter(|w| *w > 0.0) {
-        sleep(secs(w * fastrand::f64())).await;
-    }
-    let mut t = Tracker::new(up);
-    loop {
-        let (change, pause) = t.observe(&c, probe(&c).await);
-        if let Some((up, weight, reason)) = change {
-            let ev = Event {
-                server: c.server.clone(),
-                up,
-                weight,
-                reason,
-            };
-            if tx.send(ev).await.is_err() {
-                return;
-            }
-        }
-        sleep(pause).await;
-    }
-}
 
 /// A server's state between checks: keepalived's `retry` failures take it
 /// down, `rise` successes bring it up.

@@ -178,8 +178,9 @@ impl Pool {
     }
 
     /// Takes a new config: servers whose checker is unchanged keep their
-    /// state, schedule and probe in flight; changed and new servers start
-    /// from `down` (and their warmup); removed ones stop.
+    /// state, schedule and probe in flight; a changed checker starts from
+    /// its predecessor's state, a new server from `down`, both after their
+    /// warmup; removed ones stop.
     pub fn update(&mut self, config: Arc<Config>, down: &BTreeSet<ServerKey>) {
         let old = std::mem::replace(&mut self.config, config);
         let old_ranges = std::mem::take(&mut self.ranges);
@@ -231,9 +232,10 @@ impl Pool {
                         let i = self.slots.len() as u32;
                         let before = old_of.get(&(rs.address, rs.port)).copied();
                         let same = before.filter(|&o| {
-                            let (_, ovs) = prev.unwrap();
-                            let ors = &ovs.real_servers[old_slots[o as usize].rs as usize];
-                            checker_for(ovs, ors).as_ref() == Some(&c)
+                            prev.is_some_and(|(_, ovs)| {
+                                let ors = &ovs.real_servers[old_slots[o as usize].rs as usize];
+                                checker_for(ovs, ors).as_ref() == Some(&c)
+                            })
                         });
                         let track = match same {
                             Some(o) => {
@@ -285,16 +287,6 @@ impl Pool {
                 started, kept, "health checks updated"
             );
         }
-    }
-
-    /// Checked servers.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Whether no server is checked.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 }
 
@@ -389,7 +381,7 @@ mod tests {
         );
         assert!(!up_of(&p, 3), "new and known down");
         assert!(up_of(&p, 4), "new");
-        assert_eq!(p.len(), 4);
+        assert_eq!(p.slots.len(), 4);
         // Every server is due exactly once.
         let mut due: Vec<u32> = p.due.iter().map(|Reverse((_, s))| *s).collect();
         due.sort();
@@ -408,7 +400,8 @@ mod tests {
             "t.yaml",
         )
         .unwrap();
-        let c = super::super::checkers(&config).pop().unwrap();
+        let vs = &config.virtual_servers[0];
+        let c = checker_for(vs, &vs.real_servers[0]).unwrap();
         let size = std::mem::size_of_val(&probe(&c));
         assert!(size < 1024, "a probe holds {size} bytes");
     }
