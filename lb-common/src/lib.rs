@@ -34,6 +34,10 @@ pub const SVC_SRC_HASH: u32 = 2;
 /// Connection-entry flag: a FIN was seen in this entry's direction.
 pub const CT_FIN: u32 = 1;
 
+/// `Config::flags` bit: report flows that did not get their first SNAT
+/// candidate on `SYNC`, so the agent can hand them to its VRRP peer.
+pub const CFG_SYNC: u32 = 1;
+
 /// Key of the `SERVICES` map: one virtual server.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -143,6 +147,20 @@ pub struct Conn {
     pub last_seen: u64,
 }
 
+impl Conn {
+    /// The `NATS` key a backend's replies to this connection carry.
+    #[inline(always)]
+    pub const fn reverse_key(&self, proto: u8) -> FlowKey {
+        FlowKey::new(
+            self.backend_addr,
+            self.snat_addr,
+            self.backend_port,
+            self.snat_port,
+            proto,
+        )
+    }
+}
+
 /// Value of the `NATS` map, keyed by backend → SNAT: how to restore a reply.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,6 +193,19 @@ pub struct Config {
     pub udp_timeout_ns: u64,
     /// How long a next-hop lookup is reused; 0 looks up every packet.
     pub nexthop_ttl_ns: u64,
+    /// `CFG_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// A record of the `SYNC` ring: a new flow whose SNAT port a peer could not
+/// derive from the flow hash alone, because the first candidate was taken.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncEntry {
+    /// Client → VIP.
+    pub key: FlowKey,
+    pub conn: Conn,
 }
 
 /// Key of the `NEXTHOPS` cache.
@@ -363,6 +394,7 @@ mod pod {
     unsafe impl aya::Pod for Traffic {}
     unsafe impl aya::Pod for NextHopKey {}
     unsafe impl aya::Pod for NextHop {}
+    unsafe impl aya::Pod for SyncEntry {}
 }
 
 #[cfg(test)]

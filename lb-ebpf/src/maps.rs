@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
     Backend, Config, Conn, FlowKey, Nat, NextHop, NextHopKey, Reason, Service, ServiceKey, Traffic,
@@ -62,3 +62,9 @@ pub static SERVICE_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(6
 /// Per-CPU traffic per backend id.
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(4096, 0);
+
+/// Flows a VRRP peer could not derive on its own (`SyncEntry`), for the
+/// agent's connection sync. Written only with `CFG_SYNC` set: a collision on
+/// the first SNAT candidate is rare, so this stays off the common path.
+#[map]
+pub static SYNC: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);

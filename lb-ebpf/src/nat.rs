@@ -2,12 +2,13 @@
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, MAX_SNAT_ADDRS, SNAT_TRIES,
+    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, SyncEntry, CFG_SYNC,
+    MAX_SNAT_ADDRS, SNAT_TRIES,
 };
 
 use crate::{
     conntrack::expired,
-    maps::{CONNS, NATS},
+    maps::{CONNS, NATS, SYNC},
 };
 
 /// `-EEXIST` from a `BPF_NOEXIST` insert: the key is taken.
@@ -22,13 +23,7 @@ pub enum AllocError {
 /// The reverse key a backend's replies carry for a connection.
 #[inline(always)]
 pub fn reverse_key(conn: &Conn, proto: u8) -> FlowKey {
-    FlowKey::new(
-        conn.backend_addr,
-        conn.snat_addr,
-        conn.backend_port,
-        conn.snat_port,
-        proto,
-    )
+    conn.reverse_key(proto)
 }
 
 /// Revives the dead entry `conn` of flow `key` in place when the flow goes to
@@ -74,7 +69,9 @@ fn owns(nat: &Nat, key: &FlowKey) -> bool {
 /// Claims an SNAT ip:port towards `backend` for the flow `key` and writes the
 /// NAT and connection entries together. The first candidate comes from the
 /// flow hash; a `BPF_NOEXIST` insert into the NAT map is the claim, so two
-/// live flows to one backend never share a port.
+/// live flows to one backend never share a port. A VRRP peer taking over
+/// mid-flow derives the same first candidate; a flow that got a later one is
+/// reported on `SYNC` (with `CFG_SYNC`) for the agent to send to the peer.
 #[inline(always)]
 pub fn setup(
     cfg: &Config,
@@ -97,7 +94,9 @@ pub fn setup(
     };
     let mut rkey = FlowKey::new(be.addr, 0, be.port, 0, key.proto);
     let mut claimed = false;
+    let mut first = true;
     for attempt in 0..SNAT_TRIES {
+        first = attempt == 0;
         let (ai, port) = snat_candidate(svc, hash, attempt);
         if ai as usize >= MAX_SNAT_ADDRS {
             break;
@@ -140,6 +139,11 @@ pub fn setup(
     if CONNS.insert(key, &conn, BPF_ANY as u64).is_err() {
         let _ = NATS.remove(&rkey);
         return Err(AllocError::TableFull);
+    }
+    if !first && cfg.flags & CFG_SYNC != 0 {
+        // A full ring loses the record, not the flow: the peer would only
+        // miss this one flow on a takeover.
+        let _ = SYNC.output::<SyncEntry>(SyncEntry { key: *key, conn }, 0);
     }
     Ok(conn)
 }

@@ -132,6 +132,22 @@ impl Stream {
     pub fn open(vip: SocketAddrV4) -> Result<Stream> {
         let s = TcpStream::connect_timeout(&vip.into(), TIMEOUT)
             .with_context(|| format!("connect {vip}"))?;
+        Self::keep(s)
+    }
+
+    /// Opens from a chosen source port, to pick a flow's hash.
+    pub fn open_from(vip: SocketAddrV4, port: u16) -> Result<Stream> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.bind(&SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port).into())
+            .with_context(|| format!("binding port {port}"))?;
+        s.connect_timeout(&vip.into(), TIMEOUT)
+            .with_context(|| format!("connect {vip} from port {port}"))?;
+        Self::keep(s.into())
+    }
+
+    fn keep(s: TcpStream) -> Result<Stream> {
         s.set_read_timeout(Some(STREAM_TIMEOUT))?;
         s.set_write_timeout(Some(STREAM_TIMEOUT))?;
         Ok(Stream {
@@ -339,6 +355,7 @@ fn stream_loop(web: SocketAddrV4, st: &Stats, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             next += Duration::from_millis(200);
             thread::sleep(next.saturating_duration_since(Instant::now()));
+            let sent = Instant::now();
             match s.request() {
                 Ok(b) if b == backend => {
                     st.stream_requests.fetch_add(1, Ordering::Relaxed);
@@ -349,10 +366,13 @@ fn stream_loop(web: SocketAddrV4, st: &Stats, stop: &AtomicBool) {
                     break;
                 }
                 Err(e) => {
-                    st.error(
-                        &st.stream_breaks,
-                        format!("stream to b{}: {e:#}", backend + 1),
+                    let after = sent.elapsed().as_millis();
+                    let port = s.conn.get_ref().local_addr().map_or(0, |a| a.port());
+                    let why = format!(
+                        "stream from port {port} to b{}: {e:#} after {after} ms",
+                        backend + 1
                     );
+                    st.error(&st.stream_breaks, why);
                     break;
                 }
             }

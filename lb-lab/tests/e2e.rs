@@ -35,8 +35,43 @@ fn config(weight_b3: u32) -> String {
     format!(
         "{demo}  - name: mysql\n    vip: {VIP}\n    port: {ECHO_PORT}\n    protocol: tcp\n    \
          vrrp_instance: VI_DEMO\n    lb_algo: sh\n    snat: {{addresses: [{VIP}], ports: 20000-60999}}\n    \
-         delay_loop: 1\n    real_servers:\n{servers}"
+         delay_loop: 1\n    real_servers:\n{servers}\
+         \x20 - name: narrow\n    vip: {VIP}\n    port: {NARROW_PORT}\n    protocol: tcp\n    \
+         vrrp_instance: VI_DEMO\n    snat: {{addresses: [{VIP}], ports: {}-{}}}\n    \
+         real_servers:\n      - {{address: {}, port: 80}}\n",
+        NARROW_SNAT.0,
+        NARROW_SNAT.1,
+        backend_addr(0)
     )
+}
+
+/// A service to b1's nginx with four SNAT ports, where the test can make two
+/// flows want the same one.
+const NARROW_PORT: u16 = 8080;
+const NARROW_SNAT: (u16, u16) = (30000, 30003);
+/// `hash_seed` of configs/demo.yaml.
+const SEED: u32 = 0xd3e0;
+
+/// The first SNAT port the data path tries for a client port to the narrow
+/// service: what a node taking over derives on its own.
+fn narrow_first_port(client_port: u16) -> u16 {
+    let be = |a: std::net::Ipv4Addr| u32::from_ne_bytes(a.octets());
+    let mut svc = lb_common::Service {
+        snat_count: 1,
+        port_min: NARROW_SNAT.0,
+        port_max: NARROW_SNAT.1,
+        ..Default::default()
+    };
+    svc.snat_addrs[0] = be(VIP);
+    let h = lb_common::hash::flow_hash(
+        SEED,
+        be(lab::CLIENT),
+        be(VIP),
+        client_port.to_be(),
+        NARROW_PORT.to_be(),
+        lb_common::PROTO_TCP,
+    );
+    lb_common::snat_candidate(&svc, h, 0).1
 }
 
 /// A TCP echo on 3306 in each backend, as threads of this process.
@@ -373,6 +408,32 @@ fn vrrp_failover_with_traffic(lab: &Lab) -> Result<(), Failed> {
             streams: 6,
         },
     );
+    // Two streams whose flows want the same SNAT port: the second gets
+    // another, which only the connection sync tells the backup.
+    let a = 21000;
+    let b = (a + 1..a + 400)
+        .find(|&p| narrow_first_port(p) == narrow_first_port(a))
+        .ok_or("no client port with the same first SNAT port")?;
+    let narrow = SocketAddrV4::new(VIP, NARROW_PORT);
+    let mut pinned: Vec<Stream> = in_ns(&lab.client, || {
+        [a, b]
+            .map(|p| Stream::open_from(narrow, p))
+            .into_iter()
+            .collect::<anyhow::Result<_>>()
+    })??;
+    for s in &mut pinned {
+        s.request()?;
+    }
+    let installed = || {
+        lab.status(other)
+            .ok()
+            .map(|s| s["sync"]["installed"].clone())
+    };
+    lab::wait_for(
+        "the backup installs the synced flow",
+        Duration::from_secs(3),
+        || installed().and_then(|v| v.as_u64()).is_some_and(|n| n >= 1),
+    )?;
     thread::sleep(Duration::from_secs(2));
     let before = load.stats.snapshot();
     let t0 = Instant::now();
@@ -389,8 +450,18 @@ fn vrrp_failover_with_traffic(lab: &Lab) -> Result<(), Failed> {
         master + 1
     );
     thread::sleep(Duration::from_secs(3));
-    let last_error = load.stats.last_error.lock().unwrap().clone();
+    // The second flow speaks first on the new master: derived alone, it
+    // would take the first flow's port and break both.
+    for (s, port) in pinned.iter_mut().zip([a, b]).rev() {
+        s.request().map_err(|e| {
+            format!("the stream from client port {port} to the narrow service broke: {e:#}")
+        })?;
+    }
+    println!("  both streams that wanted one SNAT port answered after the failover");
+    // Read after stop: a stream that stays silent errs only at its timeout.
+    let stats = load.stats.clone();
     let total = load.stop();
+    let last_error = stats.last_error.lock().unwrap().clone();
     let http: u64 = total.http.iter().sum::<u64>() - before.http.iter().sum::<u64>();
     println!("  during the failover: {total:?}");
     ensure(
@@ -528,9 +599,12 @@ fn main() {
             .ok()
             .and_then(|m| lab.status(m).ok())
             .is_some_and(|s| {
-                s["services"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().all(|v| v["healthy"] == BACKENDS))
+                s["services"].as_array().is_some_and(|v| {
+                    v.iter().all(|v| {
+                        v["backends"].as_array().map(Vec::len)
+                            == v["healthy"].as_u64().map(|n| n as usize)
+                    })
+                })
             })
     };
     while !healthy(&lab) && Instant::now() < deadline {

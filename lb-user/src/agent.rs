@@ -24,6 +24,7 @@ use crate::{
     health::{self, ServerKey},
     plan::{Diff, Ids, Plan, Runtime},
     status::{BackendStatus, CheckLatency, ServiceStatus, Status},
+    sync::{self, ConnSync},
     vrrp::{self, fsm::State, Vrrp},
 };
 
@@ -61,6 +62,13 @@ pub struct Agent {
     vrrp: Option<Vrrp>,
     /// Last quorum state told to VRRP, per tracked virtual server.
     quorum: BTreeMap<String, bool>,
+    /// Connection sync with the peer, when configured.
+    sync: Option<ConnSync>,
+    /// Where the sync hands what the peer sent.
+    sync_tx: mpsc::Sender<Vec<sync::Entry>>,
+    /// Flows from the peer: installed, and refused (no such service,
+    /// backend or SNAT pool here).
+    synced: (u64, u64),
 }
 
 /// What the running agent listens to besides signals and sockets.
@@ -69,6 +77,8 @@ pub struct Inputs {
     pub health: mpsc::Receiver<health::Event>,
     /// VRRP state changes the data path must follow.
     pub vrrp: Option<mpsc::Receiver<vrrp::Event>>,
+    /// Flows the VRRP peer set up, from the connection sync.
+    pub sync: mpsc::Receiver<Vec<sync::Entry>>,
 }
 
 /// The ifindex of `name` in this network namespace.
@@ -197,6 +207,8 @@ impl Agent {
         let (health_tx, health_rx) = mpsc::channel(1024);
         let latencies = health::SharedLatencies::default();
         let checks = health::Pool::new(health_tx, latencies.clone(), check_limit()).spawn();
+        let (sync_tx, sync_rx) = mpsc::channel(256);
+        let sync = start_sync(&mut dp, &config, None, &sync_tx)?.flatten();
         let mut agent = Agent {
             path: path.to_path_buf(),
             pin_path,
@@ -212,6 +224,9 @@ impl Agent {
             latencies,
             vrrp,
             quorum: BTreeMap::new(),
+            sync,
+            sync_tx,
+            synced: (0, 0),
         };
         agent.start_checks();
         agent.sync_quorum();
@@ -220,6 +235,7 @@ impl Agent {
             Inputs {
                 health: health_rx,
                 vrrp: vrrp_rx,
+                sync: sync_rx,
             },
         ))
     }
@@ -419,10 +435,16 @@ impl Agent {
         {
             bail!("interfaces or xdp_mode changed: restart the agent to apply them");
         }
+        // A new sync socket opens before anything changes: a bad interface
+        // refuses the reload.
+        let new_sync = start_sync(&mut self.dp, &config, self.sync.as_ref(), &self.sync_tx)?;
         let diff = plan.diff(Some(&self.plan));
         let changed = diff.upsert.len() + diff.remove.len();
         let planned = started.elapsed();
         apply(&mut self.dp, &diff)?;
+        if let Some(s) = new_sync {
+            self.sync = s;
+        }
         let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
         let done = started.elapsed();
         info!(
@@ -445,6 +467,39 @@ impl Agent {
         self.start_checks();
         self.sync_quorum();
         release_memory();
+        Ok(())
+    }
+
+    /// Installs flows the VRRP peer set up, unless this node is MASTER of
+    /// the sync's instance: then its own entries are the ones in use.
+    pub fn on_sync(&mut self, entries: Vec<sync::Entry>) -> Result<()> {
+        let Some(s) = &self.sync else { return Ok(()) };
+        if self.runtime.masters.contains(&s.config.vrrp_instance) {
+            self.synced.1 += entries.len() as u64;
+            return Ok(());
+        }
+        let now = sync::monotonic_ns();
+        for e in entries {
+            let found = self.plan.services.iter().find_map(|ps| {
+                let spec = &ps.spec;
+                let ours = spec.vip == e.vip
+                    && spec.port == e.vip_port
+                    && spec.proto == e.proto
+                    && sync::in_pool(&spec.snat_addrs, spec.snat_ports, e.snat, e.snat_port);
+                let b = spec
+                    .backends
+                    .iter()
+                    .find(|b| b.addr == e.backend && b.port == e.backend_port);
+                ours.then_some(b.map(|b| (spec.id, b.id))).flatten()
+            });
+            let Some((service_id, backend_id)) = found else {
+                self.synced.1 += 1;
+                continue;
+            };
+            self.dp
+                .install_flow(&e.key(), &e.conn(backend_id, service_id, now))?;
+            self.synced.0 += 1;
+        }
         Ok(())
     }
 
@@ -542,6 +597,19 @@ impl Agent {
             vrrp,
             services,
             reasons,
+            sync: self.sync.as_ref().map(|s| {
+                let c = &s.counters;
+                let n =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                crate::status::SyncStatus {
+                    sent: n(&c.sent),
+                    send_errors: n(&c.send_errors),
+                    received: n(&c.received),
+                    installed: self.synced.0,
+                    ignored: self.synced.1,
+                    refused: n(&c.refused),
+                }
+            }),
         })
     }
 
@@ -689,6 +757,28 @@ type Purge = (
     u16,
 );
 
+/// Starts the connection sync `config` asks for, unless `running` already
+/// runs it: `Ok(None)` leaves things as they are, `Ok(Some(None))` stops a
+/// sync that is no longer configured.
+fn start_sync(
+    dp: &mut Dataplane,
+    config: &Config,
+    running: Option<&ConnSync>,
+    tx: &mpsc::Sender<Vec<sync::Entry>>,
+) -> Result<Option<Option<ConnSync>>> {
+    let want = config.global.lvs_sync_daemon.as_ref();
+    if want == running.map(|s| &s.config) {
+        return Ok(None);
+    }
+    let Some(cfg) = want else {
+        return Ok(Some(None));
+    };
+    let s = ConnSync::start(cfg, dp.sync_ring()?, tx.clone())
+        .context("starting the connection sync")?;
+    info!(interface = %cfg.interface, group = %cfg.group, port = cfg.port, id = cfg.id, "connection sync started");
+    Ok(Some(Some(s)))
+}
+
 /// Most health changes applied with one plan rebuild.
 const HEALTH_BATCH: usize = 4096;
 /// How often the agent hands freed heap memory back to the system.
@@ -749,6 +839,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
                 if let Err(e) = agent.on_health_batch(batch) {
                     error!("applying a health change: {e:#}");
+                }
+            }
+            Some(entries) = inputs.sync.recv() => {
+                if let Err(e) = agent.on_sync(entries) {
+                    warn!("installing flows from the sync peer: {e:#}");
                 }
             }
             Some(ev) = async { inputs.vrrp.as_mut().unwrap().recv().await }, if inputs.vrrp.is_some() => {

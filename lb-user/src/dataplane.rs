@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -126,6 +126,8 @@ pub fn default_config(hash_seed: u32, maglev_size: u32) -> Config {
         tcp_fin_timeout_ns: secs(10),
         udp_timeout_ns: secs(30),
         nexthop_ttl_ns: secs(1),
+        flags: 0,
+        _pad: 0,
     }
 }
 
@@ -210,7 +212,7 @@ const TABLES_AT_ONCE: usize = 8;
 
 /// Every map of the object. With a pin directory each is pinned there under
 /// its name, and a restarted agent reuses them: connections survive.
-pub const MAP_NAMES: [&str; 12] = [
+pub const MAP_NAMES: [&str; 13] = [
     "ADDRS",
     "SERVICES",
     "BACKENDS",
@@ -223,6 +225,7 @@ pub const MAP_NAMES: [&str; 12] = [
     "REASONS",
     "SERVICE_STATS",
     "BACKEND_STATS",
+    "SYNC",
 ];
 
 /// A window of the Maglev array mapped into this process
@@ -714,13 +717,7 @@ impl Dataplane {
                 .collect()
         };
         for (key, c) in &doomed {
-            let rev = FlowKey::new(
-                c.backend_addr,
-                c.snat_addr,
-                c.backend_port,
-                c.snat_port,
-                key.proto,
-            );
+            let rev = c.reverse_key(key.proto);
             let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
             let _ = nats.remove(&rev);
             let mut conns: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
@@ -744,6 +741,54 @@ impl Dataplane {
     pub fn nat(&mut self, key: &FlowKey) -> Result<Option<Nat>> {
         let m: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
         lookup(m.get(key, 0))
+    }
+
+    /// Writes the entries of a flow another node set up, as the data path
+    /// would have: the NAT entry first, so replies are restored as soon as
+    /// the flow's packets are forwarded. A different earlier mapping of the
+    /// same flow gives up its NAT entry.
+    pub fn install_flow(&mut self, key: &FlowKey, conn: &Conn) -> Result<()> {
+        let rev = conn.reverse_key(key.proto);
+        if let Some(old) = self.conn(key)? {
+            let old_rev = old.reverse_key(key.proto);
+            if old_rev != rev {
+                let owned = self.nat(&old_rev)?.is_some_and(|n| {
+                    n.client_addr == key.src_addr && n.client_port == key.src_port
+                });
+                if owned {
+                    let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
+                    let _ = nats.remove(&old_rev);
+                }
+            }
+        }
+        let nat = Nat {
+            client_addr: key.src_addr,
+            vip_addr: key.dst_addr,
+            client_port: key.src_port,
+            vip_port: key.dst_port,
+            backend_id: conn.backend_id,
+            service_id: conn.service_id,
+            flags: 0,
+            last_seen: conn.last_seen,
+        };
+        let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
+        nats.insert(rev, nat, 0)?;
+        let mut conns: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
+        conns.insert(key, conn, 0)?;
+        Ok(())
+    }
+
+    /// A reader of the `SYNC` ring, where the data path reports flows a
+    /// peer could not derive. One reader at a time.
+    pub fn sync_ring(&mut self) -> Result<RingBuf<MapData>> {
+        let m: &MapData = match self.ebpf.map("SYNC").context("no map SYNC")? {
+            aya::maps::Map::RingBuf(m) => m,
+            _ => bail!("map SYNC is not a ring buffer"),
+        };
+        // A second descriptor of the same map: the object keeps its own.
+        let id = m.info()?.id();
+        let data = MapData::from_id(id).context("opening the SYNC ring")?;
+        Ok(RingBuf::try_from(aya::maps::Map::RingBuf(data))?)
     }
 }
 

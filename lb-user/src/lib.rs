@@ -9,4 +9,5 @@ pub mod maglev;
 pub mod par;
 pub mod plan;
 pub mod status;
+pub mod sync;
 pub mod vrrp;

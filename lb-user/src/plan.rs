@@ -167,6 +167,12 @@ impl Plan {
                 tcp_fin_timeout_ns: ns(g.conntrack.tcp_fin_timeout),
                 udp_timeout_ns: ns(g.conntrack.udp_timeout),
                 nexthop_ttl_ns: ns(g.nexthop_ttl).min(secs(60)),
+                flags: if g.lvs_sync_daemon.is_some() {
+                    lb_common::CFG_SYNC
+                } else {
+                    0
+                },
+                _pad: 0,
             },
             addrs,
             services,

@@ -23,6 +23,26 @@ pub struct Status {
     pub reasons: BTreeMap<String, u64>,
     /// Durations of the most recent health checks.
     pub checks: CheckLatency,
+    /// Connection sync with the peer, when configured.
+    pub sync: Option<SyncStatus>,
+}
+
+/// Flows exchanged with the VRRP peer by the connection sync.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncStatus {
+    /// Flows sent to the peer.
+    pub sent: u64,
+    /// Flows the ring held that could not be sent.
+    pub send_errors: u64,
+    /// Flows received from the peer.
+    pub received: u64,
+    /// Received flows written to the data path.
+    pub installed: u64,
+    /// Received flows not written: this node was MASTER, or it has no such
+    /// service, backend or SNAT pool.
+    pub ignored: u64,
+    /// Datagrams refused: malformed, another version or sync id.
+    pub refused: u64,
 }
 
 /// Health-check duration percentiles over the most recent checks.
@@ -144,6 +164,13 @@ impl Status {
                     b.new_conns
                 );
             }
+        }
+        if let Some(y) = &self.sync {
+            let _ = writeln!(
+                o,
+                "sync: sent {} (errors {}), received {}, installed {}, ignored {}, refused datagrams {}",
+                y.sent, y.send_errors, y.received, y.installed, y.ignored, y.refused
+            );
         }
         let _ = write!(o, "data path:");
         for (r, n) in self.reasons.iter().filter(|(_, n)| **n > 0) {
@@ -318,6 +345,36 @@ impl Status {
                         reason: why.to_string(),
                     })
                     .inc_by(*n);
+            }
+        }
+        if let Some(y) = &self.sync {
+            for (name, help, n) in [
+                ("sync_sent", "Flows sent to the VRRP peer", y.sent),
+                (
+                    "sync_send_errors",
+                    "Flows that could not be sent to the peer",
+                    y.send_errors,
+                ),
+                (
+                    "sync_received",
+                    "Flows received from the VRRP peer",
+                    y.received,
+                ),
+                (
+                    "sync_installed",
+                    "Received flows written to the data path",
+                    y.installed,
+                ),
+                (
+                    "sync_ignored",
+                    "Received flows not written (MASTER, or unknown service)",
+                    y.ignored,
+                ),
+                ("sync_refused", "Sync datagrams refused", y.refused),
+            ] {
+                let c = Counter::<u64>::default();
+                c.inc_by(n);
+                reg.register(name, help, c);
             }
         }
         let mut out = String::new();

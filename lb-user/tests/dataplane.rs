@@ -9,7 +9,10 @@ mod support;
 
 use std::{collections::HashSet, net::Ipv4Addr};
 
-use lb_common::{hash::flow_hash, FlowKey, Reason, CT_FIN, PROTO_TCP, SVC_ENABLED, SVC_SRC_HASH};
+use lb_common::{
+    hash::flow_hash, snat_candidate, FlowKey, Reason, SyncEntry, CFG_SYNC, CT_FIN, PROTO_TCP,
+    SVC_ENABLED, SVC_SRC_HASH,
+};
 use lb_user::{
     dataplane::{addr_of, be_addr, BackendSpec, Dataplane},
     maglev,
@@ -242,6 +245,125 @@ fn exhausted_snat_pool_is_counted() -> Result<(), Failed> {
     }
     ensure_eq!(ok, 10);
     ensure_eq!(dp.reason(Reason::DropSnatExhausted)?, 5);
+    Ok(())
+}
+
+/// With `CFG_SYNC`, a flow that did not get its first SNAT candidate (the
+/// one a VRRP peer would derive) is reported on the `SYNC` ring with the
+/// port it got; flows that got the first candidate are not.
+fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed> {
+    let mut dp = dp();
+    let mut cfg = dp.config();
+    cfg.flags = CFG_SYNC;
+    dp.set_config(cfg)?;
+    let mut svc = web();
+    svc.backends.truncate(1);
+    svc.snat_ports = (2000, 2003);
+    dp.apply_service(&svc)?;
+    let first = |sport: u16| {
+        let h = flow_hash(
+            SEED,
+            be_addr(CLIENT),
+            be_addr(VIP),
+            sport.to_be(),
+            80u16.to_be(),
+            PROTO_TCP,
+        );
+        snat_candidate(&svc.value(0), h, 0).1
+    };
+    // Two clients whose first candidates are equal, and one other.
+    let a = 50000;
+    let b = (a + 1..a + 200)
+        .find(|&p| first(p) == first(a))
+        .ok_or("no pair")?;
+    let c = (a + 1..a + 200)
+        .find(|&p| first(p) != first(a))
+        .ok_or("no third")?;
+    let mut ring = dp.sync_ring()?;
+    let mut got = Vec::new();
+    for p in [a, b, c] {
+        let (act, out) = run(&mut dp, &tcp(from_client(p, 80), SYN, b""));
+        ensure_eq!(act, XDP_REDIRECT, "client port {p}");
+        got.push(parse_valid(&out).sport);
+    }
+    ensure_eq!(got[0], first(a));
+    check(got[1] != first(b), || {
+        format!("{b} got its taken first candidate")
+    })?;
+    ensure_eq!(got[2], first(c));
+    let mut records = Vec::new();
+    while let Some(item) = ring.next() {
+        // SAFETY: the ring holds SyncEntry records; the copy is unaligned.
+        records.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
+    }
+    ensure_eq!(records.len(), 1, "{records:?}");
+    ensure_eq!(records[0].key, flow(CLIENT, b, 80, PROTO_TCP));
+    ensure_eq!(u16::from_be(records[0].conn.snat_port), got[1]);
+    ensure_eq!(addr_of(records[0].conn.backend_addr), BACKENDS[0].0);
+    // Without CFG_SYNC nothing is reported.
+    cfg.flags = 0;
+    dp.set_config(cfg)?;
+    let d = (b + 1..b + 400)
+        .find(|&p| first(p) == first(a))
+        .ok_or("no fourth")?;
+    ensure_eq!(
+        run(&mut dp, &tcp(from_client(d, 80), SYN, b"")).0,
+        XDP_REDIRECT
+    );
+    check(ring.next().is_none(), || "reported without CFG_SYNC".into())?;
+    Ok(())
+}
+
+/// Entries a peer sent are what the data path would have written: the
+/// flow's next packet goes to the same backend and SNAT port, and the
+/// backend's reply is restored to the client.
+fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
+    let mut dp = dp();
+    let svc = web();
+    let key = flow(CLIENT, 41000, 80, PROTO_TCP);
+    let be = svc.backends[2];
+    let conn = lb_common::Conn {
+        backend_addr: be_addr(be.addr),
+        snat_addr: be_addr(SNAT),
+        backend_port: be.port.to_be(),
+        snat_port: 3333u16.to_be(),
+        backend_id: be.id,
+        service_id: svc.id,
+        flags: 0,
+        last_seen: lb_user::sync::monotonic_ns(),
+    };
+    dp.install_flow(&key, &conn)?;
+    // Mid-flow: an ACK with data, as after a failover.
+    let (act, out) = run(&mut dp, &tcp(from_client(41000, 80), ACK, b"more"));
+    ensure_eq!(act, XDP_REDIRECT, "{:?}", dp.reasons()?);
+    let s = parse_valid(&out);
+    ensure_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (SNAT, 3333, be.addr, be.port)
+    );
+    let lab = lab();
+    let reply = Ends {
+        smac: backend_mac(be.addr),
+        dmac: lab.b0_mac,
+        src: be.addr,
+        dst: SNAT,
+        sport: be.port,
+        dport: 3333,
+    };
+    let (act, out) = run_on(&mut dp, &tcp(reply, ACK, b"answer"), lab.b0)?;
+    ensure_eq!(act, XDP_REDIRECT, "{:?}", dp.reasons()?);
+    let r = parse_valid(&out);
+    ensure_eq!((r.src, r.sport, r.dst, r.dport), (VIP, 80, CLIENT, 41000));
+    // A second install of the same flow to another port frees the first.
+    let mut moved = conn;
+    moved.snat_port = 3334u16.to_be();
+    dp.install_flow(&key, &moved)?;
+    check(dp.nat(&conn.reverse_key(PROTO_TCP))?.is_none(), || {
+        "the old NAT entry stayed".into()
+    })?;
+    check(dp.nat(&moved.reverse_key(PROTO_TCP))?.is_some(), || {
+        "no NAT entry for the new port".into()
+    })?;
     Ok(())
 }
 
@@ -656,6 +778,8 @@ fn main() {
         established_flow_survives_backend_removal,
         snat_ports_unique_across_10k_flows,
         exhausted_snat_pool_is_counted,
+        flows_off_their_first_snat_port_are_reported_for_sync,
+        an_installed_peer_flow_is_forwarded_and_restored,
         udp_forward_and_reply,
         udp_flow_expires_after_idle_timeout,
         tcp_rst_ends_and_fin_shortens,

@@ -85,6 +85,37 @@ pub struct Global {
     /// Seconds a next-hop lookup is reused; 0 looks up every packet.
     #[serde(default = "default_nexthop_ttl")]
     pub nexthop_ttl: f64,
+    /// Connection sync with the VRRP peer; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lvs_sync_daemon: Option<SyncDaemon>,
+}
+
+/// `global.lvs_sync_daemon`: keepalived's connection sync, for this data
+/// path. A peer that takes over a VIP derives most flows' backend and SNAT
+/// port from the flow hash; the few that did not get their first SNAT
+/// candidate are multicast to it as they start, so they survive a failover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncDaemon {
+    /// Where the sync messages go: a link both nodes share.
+    pub interface: String,
+    /// Entries are installed only while this instance is not MASTER here.
+    pub vrrp_instance: String,
+    /// Sync id: both nodes of a pair use the same one (keepalived's `id`).
+    #[serde(default)]
+    pub id: u8,
+    #[serde(default = "default_sync_port")]
+    pub port: u16,
+    /// Multicast group (keepalived's default).
+    #[serde(default = "default_sync_group")]
+    pub group: Ipv4Addr,
+}
+
+fn default_sync_port() -> u16 {
+    8848
+}
+fn default_sync_group() -> Ipv4Addr {
+    Ipv4Addr::new(224, 0, 0, 81)
 }
 
 fn default_pin_path() -> String {

@@ -112,6 +112,32 @@ fn global(c: &Config, p: &mut Problems) {
             err(p, "global.metrics", format!("{m:?} is not an address:port"));
         }
     }
+    if let Some(s) = &g.lvs_sync_daemon {
+        if s.interface.trim().is_empty() {
+            err(
+                p,
+                "global.lvs_sync_daemon.interface",
+                "must name an interface",
+            );
+        }
+        if !c.vrrp_instances.iter().any(|v| v.name == s.vrrp_instance) {
+            err(
+                p,
+                "global.lvs_sync_daemon.vrrp_instance",
+                format!("no VRRP instance named {:?}", s.vrrp_instance),
+            );
+        }
+        if s.port == 0 {
+            err(p, "global.lvs_sync_daemon.port", "must not be 0");
+        }
+        if !s.group.is_multicast() {
+            err(
+                p,
+                "global.lvs_sync_daemon.group",
+                format!("{} is not a multicast address", s.group),
+            );
+        }
+    }
 }
 
 fn scripts(c: &Config, p: &mut Problems) {
