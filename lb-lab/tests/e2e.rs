@@ -396,6 +396,49 @@ fn backend_death_and_recovery(lab: &Lab) -> Result<(), Failed> {
     )
 }
 
+/// Anyone on the link can send to the sync group: a malformed datagram is
+/// refused, and a flow for a service this node does not have is ignored.
+fn sync_refuses_foreign_flows(lab: &Lab) -> Result<(), Failed> {
+    use lb_user::sync::wire::{self, Entry};
+    let master = lab.wait_master(Duration::from_secs(1))?;
+    let backup = 1 - master;
+    let counters = || -> Result<(u64, u64, u64), Failed> {
+        let s = lab.status(backup)?;
+        let n = |k: &str| s["sync"][k].as_u64().unwrap_or(u64::MAX);
+        Ok((n("refused"), n("ignored"), n("installed")))
+    };
+    let before = counters()?;
+    let foreign = Entry {
+        client: lab::CLIENT,
+        client_port: 12345,
+        vip: std::net::Ipv4Addr::new(10, 96, 0, 99),
+        vip_port: 80,
+        backend: backend_addr(0),
+        backend_port: 80,
+        snat: VIP,
+        snat_port: 20000,
+        proto: lb_common::PROTO_TCP,
+    };
+    let mut good = Vec::new();
+    wire::emit(0, &[foreign], &mut good);
+    in_ns(&lab.client, || -> std::io::Result<()> {
+        let s = std::net::UdpSocket::bind((lab::CLIENT, 0))?;
+        s.set_multicast_ttl_v4(1)?;
+        let to = (std::net::Ipv4Addr::new(224, 0, 0, 81), 8848);
+        s.send_to(&[9, 0, 0, 1], to)?;
+        s.send_to(&good, to)?;
+        Ok(())
+    })??;
+    lab::wait_for(
+        "the backup counts both datagrams",
+        Duration::from_secs(2),
+        || counters().is_ok_and(|c| c.0 > before.0 && c.1 > before.1),
+    )?;
+    let after = counters()?;
+    println!("  backup sync counters (refused, ignored, installed): {before:?} -> {after:?}");
+    ensure(after.2 == before.2, "a foreign flow was installed")
+}
+
 fn vrrp_failover_with_traffic(lab: &Lab) -> Result<(), Failed> {
     let master = lab.wait_master(Duration::from_secs(1))?;
     let other = 1 - master;
@@ -575,6 +618,7 @@ fn main() {
         ("non_vip_traffic_to_lb_nodes_unaffected", non_vip_traffic),
         ("config_reload_under_traffic", config_reload),
         ("backend_death_and_recovery", backend_death_and_recovery),
+        ("sync_refuses_foreign_flows", sync_refuses_foreign_flows),
         ("vrrp_failover_with_traffic", vrrp_failover_with_traffic),
         ("agent_restarts_lose_no_connection", agent_restart),
     ];

@@ -193,6 +193,41 @@ fn references_must_exist() {
 }
 
 #[test]
+fn lvs_sync_daemon_defaults_and_errors() {
+    let c = parse(
+        &with(
+            "  interface: eth0\n",
+            "  interface: eth0\n  lvs_sync_daemon: {interface: eth1, vrrp_instance: VI_1}\n",
+        ),
+        "lb.yaml",
+    )
+    .unwrap();
+    let s = c.global.lvs_sync_daemon.unwrap();
+    assert_eq!(
+        (s.interface.as_str(), s.id, s.port, s.group),
+        ("eth1", 0, 8848, Ipv4Addr::new(224, 0, 0, 81))
+    );
+    assert_eq!(
+        errors(&with(
+            "  interface: eth0\n",
+            "  interface: eth0\n  lvs_sync_daemon:\n    interface: eth1\n    vrrp_instance: VI_9\n    group: 192.0.2.1\n    port: 0\n",
+        )),
+        [
+            "lb.yaml:5: global.lvs_sync_daemon.vrrp_instance: no vrrp_instance named \"VI_9\"",
+            "lb.yaml:7: global.lvs_sync_daemon.port: must not be 0",
+            "lb.yaml:6: global.lvs_sync_daemon.group: 192.0.2.1 is not a multicast address",
+        ]
+    );
+    assert_eq!(
+        errors(&with(
+            "  interface: eth0\n",
+            "  interface: eth0\n  lvs_sync_daemon: {interface: eth1, vrrp_instance: VI_1, ttl: 2}\n",
+        )),
+        ["lb.yaml:3: global.lvs_sync_daemon.ttl: unknown key `ttl`, expected one of `interface`, `vrrp_instance`, `id`, `port`, `group`"]
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let text = with("priority: 100", "priority: 0")
         .replace("virtual_router_id: 51", "virtual_router_id: 999");

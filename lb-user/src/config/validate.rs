@@ -124,7 +124,7 @@ fn global(c: &Config, p: &mut Problems) {
             err(
                 p,
                 "global.lvs_sync_daemon.vrrp_instance",
-                format!("no VRRP instance named {:?}", s.vrrp_instance),
+                format!("no vrrp_instance named {:?}", s.vrrp_instance),
             );
         }
         if s.port == 0 {

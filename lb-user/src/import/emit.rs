@@ -172,6 +172,29 @@ fn global(w: &mut W, c: &Config) {
     w.opt(2, "nexthop_ttl", p, &g.nexthop_ttl, &d.nexthop_ttl, |v| {
         num(*v)
     });
+    if let Some(s) = &g.lvs_sync_daemon {
+        let sp = "global.lvs_sync_daemon";
+        w.line(2, false, "lvs_sync_daemon", None, sp);
+        let at = |k: &str| format!("{sp}.{k}");
+        w.line(
+            4,
+            false,
+            "interface",
+            Some(scalar(&s.interface)),
+            &at("interface"),
+        );
+        let inst = scalar(&s.vrrp_instance);
+        w.line(4, false, "vrrp_instance", Some(inst), &at("vrrp_instance"));
+        if s.id != 0 {
+            w.line(4, false, "id", Some(s.id.to_string()), &at("id"));
+        }
+        if s.port != 8848 {
+            w.line(4, false, "port", Some(s.port.to_string()), &at("port"));
+        }
+        if s.group != std::net::Ipv4Addr::new(224, 0, 0, 81) {
+            w.line(4, false, "group", Some(s.group.to_string()), &at("group"));
+        }
+    }
 }
 
 fn instance(w: &mut W, p: &str, v: &VrrpInstance) {

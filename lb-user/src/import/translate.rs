@@ -16,8 +16,8 @@ use super::{
 };
 use crate::config::{
     parse_cidr, AuthType, Authentication, Config, DnsCheck, Endpoint, Global, HttpGet, LbAlgo,
-    MiscCheck, Protocol, RealServer, Snat, StatusCodes, TcpCheck, VirtualServer, VrrpInstance,
-    VrrpScript, VrrpState,
+    MiscCheck, Protocol, RealServer, Snat, StatusCodes, SyncDaemon, TcpCheck, VirtualServer,
+    VrrpInstance, VrrpScript, VrrpState,
 };
 
 /// Comments and shown keys, by key path (`vrrp_instances[0].priority`).
@@ -137,8 +137,8 @@ const STRICT: &str = "not carried over: xlb has no strict mode (it accepts unica
 const EMAIL: &str = "e-mail notification is not supported; a notify script can send mail";
 const GARP: &str = "not supported: xlb sends gratuitous ARPs on becoming MASTER only \
                     (garp_master_repeat, garp_master_delay)";
-const SYNC: &str = "not supported: connections are not synchronised between nodes, so \
-                    established connections do not survive a failover";
+const SYNC: &str =
+    "not carried over: write it as global_defs lvs_sync_daemon <interface> <instance>";
 const USER: &str = "not carried over: scripts run as the agent's user";
 
 /// Report items and argument checks.
@@ -420,6 +420,8 @@ struct Globals {
     /// lvs_timeouts: tcp, tcpfin, udp.
     timeouts: [Option<f64>; 3],
     vrrp_strict: bool,
+    /// `lvs_sync_daemon`, with where it was written.
+    sync: Option<(Pos, SyncDaemon)>,
 }
 
 fn global_defs(cx: &mut Cx, n: &Node, g: &mut Globals) {
@@ -477,7 +479,7 @@ fn global_defs(cx: &mut Cx, n: &Node, g: &mut Globals) {
             | "smtp_alert_vrrp"
             | "smtp_alert_checker"
             | "no_email_faults" => cx.unsupported(c, EMAIL),
-            "lvs_sync_daemon" => cx.unsupported(c, SYNC),
+            "lvs_sync_daemon" => g.sync = lvs_sync_daemon(cx, c).map(|s| (c.pos(), s)),
             "script_user" => cx.unsupported(c, USER),
             "enable_script_security" => {
                 cx.unsupported(c, "not carried over: xlb does not check script permissions")
@@ -539,6 +541,57 @@ fn lvs_timeouts(cx: &mut Cx, n: &Node, g: &mut Globals) {
             None => cx.bad(n, w, "the value is missing"),
         }
     }
+}
+
+/// `lvs_sync_daemon <interface> <instance> [id N] [maxlen N] [port N]
+/// [ttl N] [group ADDR]`; the instance is checked once instances are read.
+fn lvs_sync_daemon(cx: &mut Cx, n: &Node) -> Option<SyncDaemon> {
+    let [iface, inst, rest @ ..] = n.args.as_slice() else {
+        cx.dropped(
+            n.pos(),
+            format!(
+                "{}: needs an interface and a VRRP instance; ignored",
+                show(n)
+            ),
+        );
+        return None;
+    };
+    let mut s = SyncDaemon {
+        interface: iface.text.clone(),
+        vrrp_instance: inst.text.clone(),
+        id: 0,
+        port: 8848,
+        group: Ipv4Addr::new(224, 0, 0, 81),
+    };
+    let mut it = rest.iter();
+    while let Some(k) = it.next() {
+        let Some(v) = it.next() else {
+            cx.bad(n, k, "the value is missing");
+            break;
+        };
+        match k.text.as_str() {
+            "id" => match v.text.parse::<u8>() {
+                Ok(id) if is_digits(&v.text) => s.id = id,
+                _ => cx.bad(n, v, "not a sync id 0-255"),
+            },
+            "port" => s.port = cx.port(n, v).unwrap_or(s.port),
+            "group" => match cx.addr(n, v) {
+                Some(a) if a.is_multicast() => s.group = a,
+                Some(_) => cx.bad(n, v, "not a multicast group"),
+                None => {}
+            },
+            "maxlen" => cx.note(
+                k.pos,
+                "lvs_sync_daemon maxlen: not carried over: a sync message is at most 1,352 bytes",
+            ),
+            "ttl" => cx.note(
+                k.pos,
+                "lvs_sync_daemon ttl: not carried over: sync messages stay on the link (TTL 1)",
+            ),
+            _ => cx.bad(n, k, "not id, maxlen, port, ttl or group"),
+        }
+    }
+    Some(s)
 }
 
 /// A `vrrp_script`.
@@ -2288,6 +2341,20 @@ fn resolve(
             c.vrrp_instances.push(i);
             tracks.push(t);
             vip_sets.push(v);
+        }
+    }
+    if let Some((pos, sd)) = &g.sync {
+        if c.vrrp_instances.iter().any(|v| v.name == sd.vrrp_instance) {
+            c.global.lvs_sync_daemon = Some(sd.clone());
+            ann.trail("global.lvs_sync_daemon", "keepalived: lvs_sync_daemon");
+        } else {
+            cx.dropped(
+                *pos,
+                format!(
+                    "lvs_sync_daemon: no vrrp_instance named {:?}; ignored",
+                    sd.vrrp_instance
+                ),
+            );
         }
     }
 
