@@ -33,6 +33,9 @@ pub const SVC_SRC_HASH: u32 = 2;
 
 /// Connection-entry flag: a FIN was seen in this entry's direction.
 pub const CT_FIN: u32 = 1;
+/// Connection-entry flag: the flow was reported on `SYNC`, so its close is
+/// reported too.
+pub const CT_SYNCED: u32 = 2;
 
 /// `Config::flags` bit: report flows that did not get their first SNAT
 /// candidate on `SYNC`, so the agent can hand them to its VRRP peer.
@@ -196,10 +199,15 @@ pub struct Config {
     /// `CFG_*` bits.
     pub flags: u32,
     pub _pad: u32,
+    /// With `CFG_SYNC`: a live synced flow is reported again when its
+    /// refreshes cross a multiple of this, so the peer's copy never times
+    /// out while the flow lives. 0 never.
+    pub sync_refresh_ns: u64,
 }
 
 /// A record of the `SYNC` ring: a new flow whose SNAT port a peer could not
-/// derive from the flow hash alone, because the first candidate was taken.
+/// derive from the flow hash alone, because the first candidate was taken;
+/// with `CT_FIN` in `conn.flags`, such a flow that closed (FIN or RST).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncEntry {
@@ -410,7 +418,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Conn>(), 32);
         assert_eq!(size_of::<Nat>(), 32);
-        assert_eq!(size_of::<Config>(), 40);
+        assert_eq!(size_of::<Config>(), 56);
+        assert_eq!(size_of::<SyncEntry>(), 48);
         assert_eq!(size_of::<NextHopKey>(), 8);
         assert_eq!(size_of::<NextHop>(), 32);
     }

@@ -16,13 +16,14 @@ mod maps;
 mod nat;
 mod parse;
 mod stats;
+mod sync;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
 use lb_common::{
-    hash::flow_hash, Config, FlowKey, Reason, ServiceKey, ADDR_SNAT, ADDR_VIP, CT_FIN, PROTO_TCP,
-    PROTO_UDP, SVC_ENABLED,
+    hash::flow_hash, Config, Conn, FlowKey, Reason, ServiceKey, ADDR_SNAT, ADDR_VIP, CT_FIN,
+    CT_SYNCED, PROTO_TCP, PROTO_UDP, SVC_ENABLED,
 };
 
 use crate::{
@@ -169,13 +170,22 @@ fn process(ctx: &XdpContext) -> u32 {
             if !reopened && !expired(cfg, ip_proto, conn.flags, conn.last_seen, now) {
                 let to = Endpoints::to_backend(conn);
                 if l4.tcp_flags & TCP_RST != 0 {
+                    if conn.flags & CT_SYNCED != 0 {
+                        sync::report(cfg, &key, conn, CT_FIN);
+                    }
                     let _ = NATS.remove(&reverse_key(conn, ip_proto));
                     let _ = CONNS.remove(&key);
                 } else {
                     if l4.tcp_flags & TCP_FIN != 0 && conn.flags & CT_FIN == 0 {
+                        if conn.flags & CT_SYNCED != 0 {
+                            sync::report(cfg, &key, conn, CT_FIN);
+                        }
                         conn.flags |= CT_FIN;
                         conn.last_seen = now;
                     } else if stale(conn.last_seen, now) {
+                        if conn.flags & CT_SYNCED != 0 && sync::due(cfg, conn.last_seen, now) {
+                            sync::report(cfg, &key, conn, 0);
+                        }
                         conn.last_seen = now;
                     }
                 }
@@ -197,6 +207,24 @@ fn process(ctx: &XdpContext) -> u32 {
                     src_port: nat.vip_port,
                     dst_port: nat.client_port,
                 };
+                let closing = l4.tcp_flags & (TCP_RST | TCP_FIN) != 0 && nat.flags & CT_FIN == 0;
+                if closing && nat.flags & CT_SYNCED != 0 {
+                    let fwd = FlowKey::new(
+                        nat.client_addr,
+                        nat.vip_addr,
+                        nat.client_port,
+                        nat.vip_port,
+                        ip_proto,
+                    );
+                    let conn = Conn {
+                        backend_addr: key.src_addr,
+                        snat_addr: key.dst_addr,
+                        backend_port: key.src_port,
+                        snat_port: key.dst_port,
+                        ..Default::default()
+                    };
+                    sync::report(cfg, &fwd, &conn, CT_FIN);
+                }
                 if l4.tcp_flags & TCP_RST != 0 {
                     let fwd = FlowKey::new(
                         nat.client_addr,
@@ -255,11 +283,15 @@ fn process(ctx: &XdpContext) -> u32 {
         // place: no map update, and the backend sees the same 4-tuple.
         let conn = unsafe { &mut *c };
         if nat::revive(conn, &key, backend_id, &be, svc.id, now) {
+            if conn.flags & CT_SYNCED != 0 {
+                // The peer was told this flow closed.
+                sync::report(cfg, &key, conn, 0);
+            }
             traffic(svc.id, backend_id, bytes, true);
             let to = Endpoints::to_backend(conn);
             return send(ctx, eth, ip, &l4, to, cfg, now);
         }
-        let _ = NATS.remove(&reverse_key(conn, ip_proto));
+        nat::release(conn, &key);
     }
     let conn = match nat::setup(cfg, svc, &key, hash, backend_id, &be, now) {
         Ok(c) => c,

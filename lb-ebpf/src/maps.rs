@@ -67,4 +67,8 @@ pub static BACKEND_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(4
 /// agent's connection sync. Written only with `CFG_SYNC` set: a collision on
 /// the first SNAT candidate is rare, so this stays off the common path.
 #[map]
-pub static SYNC: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub static SYNC: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU count of `SYNC` records lost to a full ring.
+#[map]
+pub static SYNC_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -2,13 +2,14 @@
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, SyncEntry, CFG_SYNC,
+    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, CFG_SYNC, CT_SYNCED,
     MAX_SNAT_ADDRS, SNAT_TRIES,
 };
 
 use crate::{
     conntrack::expired,
-    maps::{CONNS, NATS, SYNC},
+    maps::{CONNS, NATS},
+    sync,
 };
 
 /// `-EEXIST` from a `BPF_NOEXIST` insert: the key is taken.
@@ -48,13 +49,27 @@ pub fn revive(
     if !owns(nat, key) {
         return false;
     }
-    nat.flags = 0;
+    // A synced flow stays synced: the caller reports it again.
+    let synced = conn.flags & CT_SYNCED;
+    nat.flags = synced;
     nat.service_id = service_id;
     nat.last_seen = now;
-    conn.flags = 0;
+    conn.flags = synced;
     conn.service_id = service_id;
     conn.last_seen = now;
     true
+}
+
+/// Removes the NAT entry of flow `key`'s dead entry `conn`, unless another
+/// flow has claimed that port since.
+#[inline(always)]
+pub fn release(conn: &Conn, key: &FlowKey) {
+    let rkey = reverse_key(conn, key.proto);
+    if let Some(n) = NATS.get_ptr(&rkey) {
+        if owns(unsafe { &*n }, key) {
+            let _ = NATS.remove(&rkey);
+        }
+    }
 }
 
 /// Whether a NAT entry restores replies to the client of `key`.
@@ -82,7 +97,7 @@ pub fn setup(
     be: &Backend,
     now: u64,
 ) -> Result<Conn, AllocError> {
-    let nat = Nat {
+    let mut nat = Nat {
         client_addr: key.src_addr,
         vip_addr: key.dst_addr,
         client_port: key.src_port,
@@ -94,9 +109,12 @@ pub fn setup(
     };
     let mut rkey = FlowKey::new(be.addr, 0, be.port, 0, key.proto);
     let mut claimed = false;
-    let mut first = true;
     for attempt in 0..SNAT_TRIES {
-        first = attempt == 0;
+        // Off the first candidate, the peer needs to be told: mark both
+        // entries so the close is reported too.
+        if attempt == 1 && cfg.flags & CFG_SYNC != 0 {
+            nat.flags = CT_SYNCED;
+        }
         let (ai, port) = snat_candidate(svc, hash, attempt);
         if ai as usize >= MAX_SNAT_ADDRS {
             break;
@@ -133,17 +151,15 @@ pub fn setup(
         snat_port: rkey.dst_port,
         backend_id,
         service_id: svc.id,
-        flags: 0,
+        flags: nat.flags,
         last_seen: now,
     };
     if CONNS.insert(key, &conn, BPF_ANY as u64).is_err() {
         let _ = NATS.remove(&rkey);
         return Err(AllocError::TableFull);
     }
-    if !first && cfg.flags & CFG_SYNC != 0 {
-        // A full ring loses the record, not the flow: the peer would only
-        // miss this one flow on a takeover.
-        let _ = SYNC.output::<SyncEntry>(SyncEntry { key: *key, conn }, 0);
+    if conn.flags & CT_SYNCED != 0 {
+        sync::report(cfg, key, &conn, 0);
     }
     Ok(conn)
 }

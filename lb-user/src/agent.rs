@@ -153,6 +153,10 @@ impl Agent {
         enable_forwarding()?;
         let pin = Path::new(&config.global.pin_path);
         let mut dp = Dataplane::load_pinned(fresh.limits.clone(), fresh.config, pin)?;
+        // Before anything is attached: a bad sync interface stops start-up
+        // with nothing changed.
+        let (sync_tx, sync_rx) = mpsc::channel(256);
+        let sync = start_sync(&mut dp, &config, None, &sync_tx)?.flatten();
         let plan = if dp.adopted() {
             let ids = recover_ids(&mut dp, &config)?;
             info!(pin_path = %pin.display(), services = ids.services.len(), "took over the pinned data path and its connections");
@@ -207,8 +211,6 @@ impl Agent {
         let (health_tx, health_rx) = mpsc::channel(1024);
         let latencies = health::SharedLatencies::default();
         let checks = health::Pool::new(health_tx, latencies.clone(), check_limit()).spawn();
-        let (sync_tx, sync_rx) = mpsc::channel(256);
-        let sync = start_sync(&mut dp, &config, None, &sync_tx)?.flatten();
         let mut agent = Agent {
             path: path.to_path_buf(),
             pin_path,
@@ -470,12 +472,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Installs flows the VRRP peer set up, unless this node is MASTER of
-    /// the sync's instance: then its own entries are the ones in use.
+    /// Installs flows the VRRP peer set up (or closes them), for services
+    /// this node does not serve now: where it serves, its own entries are
+    /// the ones in use.
     pub fn on_sync(&mut self, entries: Vec<sync::Entry>) -> Result<()> {
-        let Some(s) = &self.sync else { return Ok(()) };
-        if self.runtime.masters.contains(&s.config.vrrp_instance) {
-            self.synced.1 += entries.len() as u64;
+        if self.sync.is_none() {
             return Ok(());
         }
         let now = sync::monotonic_ns();
@@ -485,6 +486,7 @@ impl Agent {
                 let ours = spec.vip == e.vip
                     && spec.port == e.vip_port
                     && spec.proto == e.proto
+                    && spec.flags & lb_common::SVC_ENABLED == 0
                     && sync::in_pool(&spec.snat_addrs, spec.snat_ports, e.snat, e.snat_port);
                 let b = spec
                     .backends
@@ -496,8 +498,12 @@ impl Agent {
                 self.synced.1 += 1;
                 continue;
             };
-            self.dp
-                .install_flow(&e.key(), &e.conn(backend_id, service_id, now))?;
+            let conn = e.conn(backend_id, service_id, now);
+            if e.closed {
+                self.dp.close_flow(&e.key(), &conn, now)?;
+            } else {
+                self.dp.install_flow(&e.key(), &conn)?;
+            }
             self.synced.0 += 1;
         }
         Ok(())
@@ -572,6 +578,11 @@ impl Agent {
             });
         }
         let vrrp = self.vrrp.as_ref().map(|v| v.status()).unwrap_or_default();
+        let sync_lost = if self.sync.is_some() {
+            self.dp.sync_lost()?
+        } else {
+            0
+        };
         let reasons = self
             .dp
             .reasons()?
@@ -602,6 +613,8 @@ impl Agent {
                 let n =
                     |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
                 crate::status::SyncStatus {
+                    running: s.running(),
+                    lost: sync_lost,
                     sent: n(&c.sent),
                     send_errors: n(&c.send_errors),
                     received: n(&c.received),

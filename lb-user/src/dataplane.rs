@@ -128,6 +128,7 @@ pub fn default_config(hash_seed: u32, maglev_size: u32) -> Config {
         nexthop_ttl_ns: secs(1),
         flags: 0,
         _pad: 0,
+        sync_refresh_ns: 0,
     }
 }
 
@@ -212,7 +213,7 @@ const TABLES_AT_ONCE: usize = 8;
 
 /// Every map of the object. With a pin directory each is pinned there under
 /// its name, and a restarted agent reuses them: connections survive.
-pub const MAP_NAMES: [&str; 13] = [
+pub const MAP_NAMES: [&str; 14] = [
     "ADDRS",
     "SERVICES",
     "BACKENDS",
@@ -226,7 +227,36 @@ pub const MAP_NAMES: [&str; 13] = [
     "SERVICE_STATS",
     "BACKEND_STATS",
     "SYNC",
+    "SYNC_LOST",
 ];
+
+/// Key and value sizes of the pinned maps whose layout is ours.
+fn pinned_layouts() -> [(&'static str, u32, u32); 12] {
+    use std::mem::size_of;
+    let s = |n: usize| n as u32;
+    [
+        ("ADDRS", 4, 4),
+        (
+            "SERVICES",
+            s(size_of::<ServiceKey>()),
+            s(size_of::<Service>()),
+        ),
+        ("BACKENDS", 4, s(size_of::<Backend>())),
+        ("MAGLEV", 4, 4),
+        ("CONNS", s(size_of::<FlowKey>()), s(size_of::<Conn>())),
+        ("NATS", s(size_of::<FlowKey>()), s(size_of::<Nat>())),
+        ("CONFIG", 4, s(size_of::<Config>())),
+        (
+            "NEXTHOPS",
+            s(size_of::<lb_common::NextHopKey>()),
+            s(size_of::<lb_common::NextHop>()),
+        ),
+        ("REASONS", 4, 8),
+        ("SERVICE_STATS", 4, s(size_of::<Traffic>())),
+        ("BACKEND_STATS", 4, s(size_of::<Traffic>())),
+        ("SYNC_LOST", 4, 8),
+    ]
+}
 
 /// A window of the Maglev array mapped into this process
 /// (`BPF_F_MMAPABLE`): a table is written with plain stores instead of M
@@ -360,6 +390,24 @@ impl Dataplane {
                              stop the agent without --keep-dataplane (or remove the directory) to resize",
                             dir.display(),
                             info.max_entries()
+                        );
+                    }
+                }
+                // A data path left by another version may lay its maps out
+                // differently: reusing them would fail verification or
+                // misread entries.
+                for (name, key, value) in pinned_layouts() {
+                    let Ok(info) = aya::maps::MapInfo::from_pin(dir.join(name)) else {
+                        continue;
+                    };
+                    if (info.key_size(), info.value_size()) != (key, value) {
+                        bail!(
+                            "pinned map {name} in {} has {}-byte keys and {}-byte values, this \
+                             version needs {key} and {value}: it was left by another version; stop \
+                             that data path (or remove the directory) first",
+                            dir.display(),
+                            info.key_size(),
+                            info.value_size()
                         );
                     }
                 }
@@ -768,7 +816,7 @@ impl Dataplane {
             vip_port: key.dst_port,
             backend_id: conn.backend_id,
             service_id: conn.service_id,
-            flags: 0,
+            flags: conn.flags,
             last_seen: conn.last_seen,
         };
         let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
@@ -776,6 +824,37 @@ impl Dataplane {
         let mut conns: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
         conns.insert(key, conn, 0)?;
         Ok(())
+    }
+
+    /// Gives a flow another node saw close the short FIN timeout, if it is
+    /// still mapped as `conn` says. Returns whether it was.
+    pub fn close_flow(&mut self, key: &FlowKey, conn: &Conn, now: u64) -> Result<bool> {
+        let rev = conn.reverse_key(key.proto);
+        let Some(mut c) = self.conn(key)? else {
+            return Ok(false);
+        };
+        if c.reverse_key(key.proto) != rev {
+            return Ok(false);
+        }
+        c.flags |= lb_common::CT_FIN;
+        c.last_seen = now;
+        let mut conns: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
+        conns.insert(key, c, 0)?;
+        if let Some(mut n) = self.nat(&rev)? {
+            if n.client_addr == key.src_addr && n.client_port == key.src_port {
+                n.flags |= lb_common::CT_FIN;
+                n.last_seen = now;
+                let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
+                nats.insert(rev, n, 0)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// `SYNC` records lost to a full ring, summed over CPUs.
+    pub fn sync_lost(&mut self) -> Result<u64> {
+        let m: PerCpuArray<&mut MapData, u64> = self.map("SYNC_LOST")?;
+        Ok(m.get(&0, 0)?.iter().sum())
     }
 
     /// A reader of the `SYNC` ring, where the data path reports flows a

@@ -173,6 +173,12 @@ impl Plan {
                     0
                 },
                 _pad: 0,
+                // Three reports per timeout: one may be lost.
+                sync_refresh_ns: if g.lvs_sync_daemon.is_some() {
+                    ns(g.conntrack.tcp_timeout.min(g.conntrack.udp_timeout)) / 3
+                } else {
+                    0
+                },
             },
             addrs,
             services,

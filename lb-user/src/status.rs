@@ -30,16 +30,20 @@ pub struct Status {
 /// Flows exchanged with the VRRP peer by the connection sync.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncStatus {
+    /// Whether the sync task runs (it logs why it stopped).
+    pub running: bool,
+    /// Records the data path could not queue: the ring was full.
+    pub lost: u64,
     /// Flows sent to the peer.
     pub sent: u64,
     /// Flows the ring held that could not be sent.
     pub send_errors: u64,
     /// Flows received from the peer.
     pub received: u64,
-    /// Received flows written to the data path.
+    /// Received flows (new or closed) written to the data path.
     pub installed: u64,
-    /// Received flows not written: this node was MASTER, or it has no such
-    /// service, backend or SNAT pool.
+    /// Received flows not written: this node serves that service now, or
+    /// has no such service, backend or SNAT pool.
     pub ignored: u64,
     /// Datagrams refused: malformed, another version or sync id.
     pub refused: u64,
@@ -168,8 +172,9 @@ impl Status {
         if let Some(y) = &self.sync {
             let _ = writeln!(
                 o,
-                "sync: sent {} (errors {}), received {}, installed {}, ignored {}, refused datagrams {}",
-                y.sent, y.send_errors, y.received, y.installed, y.ignored, y.refused
+                "sync{}: sent {} (errors {}, lost {}), received {}, installed {}, ignored {}, refused datagrams {}",
+                if y.running { "" } else { " (stopped, see the log)" },
+                y.sent, y.send_errors, y.lost, y.received, y.installed, y.ignored, y.refused
             );
         }
         let _ = write!(o, "data path:");
@@ -355,6 +360,7 @@ impl Status {
                     "Flows that could not be sent to the peer",
                     y.send_errors,
                 ),
+                ("sync_lost", "Flow records lost to a full ring", y.lost),
                 (
                     "sync_received",
                     "Flows received from the VRRP peer",

@@ -300,6 +300,73 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
     ensure_eq!(records[0].key, flow(CLIENT, b, 80, PROTO_TCP));
     ensure_eq!(u16::from_be(records[0].conn.snat_port), got[1]);
     ensure_eq!(addr_of(records[0].conn.backend_addr), BACKENDS[0].0);
+    ensure_eq!(records[0].conn.flags, 0);
+    // A live synced flow is reported again when a refresh crosses a
+    // multiple of sync_refresh_ns (here every refresh: at most 1 a second).
+    cfg.sync_refresh_ns = 1;
+    dp.set_config(cfg)?;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for p in [a, b, c] {
+        ensure_eq!(
+            run(&mut dp, &tcp(from_client(p, 80), ACK, b"x")).0,
+            XDP_REDIRECT
+        );
+    }
+    let mut again = Vec::new();
+    while let Some(item) = ring.next() {
+        // SAFETY: as above.
+        again.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
+    }
+    ensure_eq!(
+        again,
+        records,
+        "one refresh record for the synced flow only"
+    );
+    // Closing: the synced flow is reported once more, with CT_FIN, when
+    // either side sends its first FIN; the others are not.
+    for p in [a, b, c] {
+        ensure_eq!(
+            run(&mut dp, &tcp(from_client(p, 80), FIN, b"")).0,
+            XDP_REDIRECT
+        );
+    }
+    let lab = lab();
+    let reply = Ends {
+        smac: backend_mac(BACKENDS[0].0),
+        dmac: lab.b0_mac,
+        src: BACKENDS[0].0,
+        dst: SNAT,
+        sport: BACKEND_PORT,
+        dport: got[1],
+    };
+    ensure_eq!(
+        run_on(&mut dp, &tcp(reply, FIN, b""), lab.b0)?.0,
+        XDP_REDIRECT
+    );
+    let mut closes = Vec::new();
+    while let Some(item) = ring.next() {
+        // SAFETY: as above.
+        closes.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
+    }
+    ensure_eq!(closes.len(), 2, "{closes:?}");
+    for r in &closes {
+        ensure_eq!(r.key, records[0].key);
+        ensure_eq!(r.conn.flags, CT_FIN);
+        ensure_eq!(
+            (
+                r.conn.backend_addr,
+                r.conn.snat_addr,
+                r.conn.backend_port,
+                r.conn.snat_port
+            ),
+            (
+                records[0].conn.backend_addr,
+                records[0].conn.snat_addr,
+                records[0].conn.backend_port,
+                records[0].conn.snat_port
+            )
+        );
+    }
     // Without CFG_SYNC nothing is reported.
     cfg.flags = 0;
     dp.set_config(cfg)?;
@@ -364,6 +431,19 @@ fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
     check(dp.nat(&moved.reverse_key(PROTO_TCP))?.is_some(), || {
         "no NAT entry for the new port".into()
     })?;
+    // The peer saw it close: both entries get the FIN timeout; a close for
+    // a mapping this node does not hold changes nothing.
+    let now = lb_user::sync::monotonic_ns();
+    check(!dp.close_flow(&key, &conn, now)?, || {
+        "closed a stale mapping".into()
+    })?;
+    check(dp.close_flow(&key, &moved, now)?, || "did not close".into())?;
+    ensure_eq!(dp.conn(&key)?.map(|c| c.flags & CT_FIN), Some(CT_FIN));
+    ensure_eq!(
+        dp.nat(&moved.reverse_key(PROTO_TCP))?
+            .map(|n| n.flags & CT_FIN),
+        Some(CT_FIN)
+    );
     Ok(())
 }
 

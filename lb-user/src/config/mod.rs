@@ -99,7 +99,9 @@ pub struct Global {
 pub struct SyncDaemon {
     /// Where the sync messages go: a link both nodes share.
     pub interface: String,
-    /// Entries are installed only while this instance is not MASTER here.
+    /// The instance whose link the sync serves (keepalived's syntax). A
+    /// received flow is installed for a service this node does not serve
+    /// at that moment.
     pub vrrp_instance: String,
     /// Sync id: both nodes of a pair use the same one (keepalived's `id`).
     #[serde(default)]

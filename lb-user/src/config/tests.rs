@@ -78,7 +78,7 @@ fn unknown_key_names_line_and_path() {
     );
     assert_eq!(
         errors(&with("  interface: eth0\n", "  interface: eth0\n  interfac: eth1\n")),
-        ["lb.yaml:3: global.interfac: unknown key `interfac`, expected one of `router_id`, `interface`, `extra_interfaces`, `xdp_mode`, `pin_path`, `metrics`, `hash_seed`, `maglev_size`, `max_services`, `max_backends`, `conntrack`, `nexthop_ttl`"]
+        ["lb.yaml:3: global.interfac: unknown key `interfac`, expected one of `router_id`, `interface`, `extra_interfaces`, `xdp_mode`, `pin_path`, `metrics`, `hash_seed`, `maglev_size`, `max_services`, `max_backends`, `conntrack`, `nexthop_ttl`, `lvs_sync_daemon`"]
     );
     assert_eq!(
         errors(&with("          connect_timeout: 3", "          connect_timout: 3")),

@@ -6,7 +6,8 @@
 //! mappings from their next packet alone. A flow whose first candidate was
 //! taken got another port, which the peer cannot guess: the data path
 //! reports those flows on its `SYNC` ring, and this module multicasts them
-//! to the peer, which installs them while it is not MASTER. The channel is
+//! to the peer, which installs them for the services it does not serve
+//! now; their close and, while they live, a refresh follow. The channel is
 //! unauthenticated, like keepalived's: run it on a link you trust. A
 //! received flow is installed only for a configured service, backend and
 //! SNAT pool.
@@ -26,7 +27,7 @@ use aya::maps::{MapData, RingBuf};
 use lb_common::SyncEntry;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::{io::unix::AsyncFd, net::UdpSocket, sync::mpsc, task::JoinHandle};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::config::SyncDaemon;
 pub use wire::Entry;
@@ -50,6 +51,13 @@ pub struct ConnSync {
     pub config: SyncDaemon,
     pub counters: Arc<Counters>,
     task: JoinHandle<()>,
+}
+
+impl ConnSync {
+    /// Whether the task still runs.
+    pub fn running(&self) -> bool {
+        !self.task.is_finished()
+    }
 }
 
 impl Drop for ConnSync {
@@ -114,7 +122,13 @@ async fn run(
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
-                let Ok(mut guard) = guard else { return };
+                let mut guard = match guard {
+                    Ok(g) => g,
+                    Err(e) => {
+                        error!("connection sync stopped: polling the SYNC ring: {e}");
+                        return;
+                    }
+                };
                 let r = guard.get_inner_mut();
                 while let Some(item) = r.next() {
                     if item.len() >= std::mem::size_of::<SyncEntry>() {
@@ -138,7 +152,15 @@ async fn run(
                 pending.clear();
             }
             r = sock.recv_from(&mut buf) => {
-                let Ok((n, from)) = r else { continue };
+                let (n, from) = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // Not a reason to stop; not a reason to spin either.
+                        warn!("connection sync: receiving: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let m = match wire::Message::new_checked(&buf[..n]) {
                     Ok(m) if m.sync_id() == cfg.id => m,
                     Ok(m) => {

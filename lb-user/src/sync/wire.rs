@@ -5,7 +5,7 @@
 //! header  0 version  1 sync id  2-3 count  4-7 zero
 //! entry   0-3 client  4-7 VIP  8-11 backend  12-15 SNAT address
 //!         16-17 client port  18-19 VIP port  20-21 backend port
-//!         22-23 SNAT port  24 protocol  25-27 zero
+//!         22-23 SNAT port  24 protocol  25 flags (bit 0: closed)  26-27 zero
 //! ```
 //!
 //! All fields are in network byte order. [`Message::new_checked`] accepts a
@@ -13,7 +13,7 @@
 
 use std::net::Ipv4Addr;
 
-use lb_common::{Conn, FlowKey, SyncEntry};
+use lb_common::{Conn, FlowKey, SyncEntry, CT_FIN, CT_SYNCED};
 
 /// The only version.
 pub const VERSION: u8 = 1;
@@ -53,6 +53,8 @@ pub struct Entry {
     pub snat: Ipv4Addr,
     pub snat_port: u16,
     pub proto: u8,
+    /// The flow closed (FIN or RST) on the sender.
+    pub closed: bool,
 }
 
 fn addr(a: u32) -> Ipv4Addr {
@@ -76,6 +78,7 @@ impl Entry {
             snat: addr(e.conn.snat_addr),
             snat_port: u16::from_be(e.conn.snat_port),
             proto: e.key.proto,
+            closed: e.conn.flags & CT_FIN != 0,
         }
     }
 
@@ -90,7 +93,9 @@ impl Entry {
         )
     }
 
-    /// The `CONNS` value, with the receiver's ids and time.
+    /// The `CONNS` value, with the receiver's ids and time. It is marked
+    /// synced: should this node serve the flow and see it close, it tells
+    /// the peer.
     pub fn conn(&self, backend_id: u32, service_id: u32, now: u64) -> Conn {
         Conn {
             backend_addr: raw(self.backend),
@@ -99,7 +104,7 @@ impl Entry {
             snat_port: self.snat_port.to_be(),
             backend_id,
             service_id,
-            flags: 0,
+            flags: CT_SYNCED,
             last_seen: now,
         }
     }
@@ -121,7 +126,8 @@ impl Entry {
             b[16 + 2 * i..18 + 2 * i].copy_from_slice(&p.to_be_bytes());
         }
         b[24] = self.proto;
-        b[25..].fill(0);
+        b[25] = self.closed as u8;
+        b[26..].fill(0);
     }
 
     fn parse(b: &[u8; ENTRY_LEN]) -> Entry {
@@ -137,6 +143,7 @@ impl Entry {
             backend_port: p(20),
             snat_port: p(22),
             proto: b[24],
+            closed: b[25] & 1 != 0,
         }
     }
 }
@@ -215,6 +222,7 @@ mod tests {
             snat: Ipv4Addr::new(10, 0, 0, 50),
             snat_port: 20000 + i as u16,
             proto: lb_common::PROTO_TCP,
+            closed: i.is_multiple_of(2),
         }
     }
 
@@ -230,6 +238,8 @@ mod tests {
         assert_eq!(&buf[24..26], &40001u16.to_be_bytes());
         assert_eq!(&buf[30..32], &[0x4e, 0x21]);
         assert_eq!(buf[32], 6);
+        assert_eq!(buf[33], 0);
+        assert_eq!(buf[33 + ENTRY_LEN], 1, "the second entry is closed");
         let m = Message::new_checked(&buf).unwrap();
         assert_eq!(m.sync_id(), 7);
         assert_eq!(m.entries().collect::<Vec<_>>(), sent);
@@ -251,11 +261,13 @@ mod tests {
     #[test]
     fn ring_records_convert_both_ways() {
         let e = entry(9);
-        let ring = SyncEntry {
+        let mut ring = SyncEntry {
             key: e.key(),
             conn: e.conn(3, 4, 5),
         };
-        assert_eq!(Entry::from_ring(&ring), e);
+        assert_eq!(Entry::from_ring(&ring), Entry { closed: false, ..e });
+        ring.conn.flags = CT_FIN;
+        assert_eq!(Entry::from_ring(&ring), Entry { closed: true, ..e });
         assert_eq!(ring.key.src_port, 40009u16.to_be());
         assert_eq!(ring.conn.snat_port, 20009u16.to_be());
     }

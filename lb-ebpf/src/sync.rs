@@ -1,0 +1,35 @@
+//! Reports for the agent's connection sync (`SYNC` ring, `CFG_SYNC`).
+//!
+//! A flow is reported when it gets an SNAT port its VRRP peer could not
+//! derive from the flow hash, and once more when it closes, so the peer does
+//! not hold that port for the whole idle timeout.
+
+use lb_common::{Config, Conn, FlowKey, SyncEntry, CFG_SYNC};
+
+use crate::maps::{SYNC, SYNC_LOST};
+
+/// Reports flow `key` (client → VIP) with `conn`'s mapping; `flags` is 0
+/// for a new flow, `CT_FIN` for a closed one.
+#[inline(always)]
+pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
+    if cfg.flags & CFG_SYNC == 0 {
+        return;
+    }
+    let mut conn = *conn;
+    conn.flags = flags;
+    // A full ring loses the record, not the flow: the peer only misses
+    // this flow on a takeover. The agent shows the count.
+    if SYNC.output::<SyncEntry>(SyncEntry { key: *key, conn }, 0).is_err() {
+        if let Some(c) = SYNC_LOST.get_ptr_mut(0) {
+            unsafe { *c += 1 };
+        }
+    }
+}
+
+/// Whether a live synced flow refreshed at `now`, last at `last_seen`, is
+/// due to be reported again.
+#[inline(always)]
+pub fn due(cfg: &Config, last_seen: u64, now: u64) -> bool {
+    let p = cfg.sync_refresh_ns;
+    p != 0 && now / p != last_seen / p
+}
