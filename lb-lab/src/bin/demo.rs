@@ -48,7 +48,8 @@ const STEPS: [Step; 4] = [
         title: "stop the master (SIGTERM: it sends VRRP priority 0)",
         look: "Look at: the backup becomes MASTER within a second and takes the VIP; the client's\n  \
                error count stays near zero, and the streams survive: both nodes hash a flow to\n  \
-               the same backend and SNAT port.",
+               the same backend and SNAT port, and the few flows that got another port were\n  \
+               synced to the backup beforehand (\"synced\": sent by one node, installed by the other).",
         secs: 10,
     },
     Step {
@@ -217,25 +218,33 @@ impl View {
             step.title,
             step.look
         );
-        o += "node              vrrp      priority  web                dns\n";
+        o += "node              vrrp      priority  web                dns                synced sent/installed\n";
         for (i, s) in status.iter().enumerate() {
-            let (state, prio, web, dns) = match s {
+            let (state, prio, web, dns, synced) = match s {
                 Some(s) => (
                     s["vrrp"][0]["state"].as_str().unwrap_or("-").to_string(),
                     s["vrrp"][0]["priority"].to_string(),
                     serving(s, "web"),
                     serving(s, "dns"),
+                    format!("{}/{}", s["sync"]["sent"], s["sync"]["installed"]),
                 ),
-                None => ("stopped".into(), "-".into(), "-".into(), "-".into()),
+                None => (
+                    "stopped".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ),
             };
             o += &format!(
-                "lb{} {:<13} {:<9} {:<9} {:<18} {}\n",
+                "lb{} {:<13} {:<9} {:<9} {:<18} {:<18} {}\n",
                 i + 1,
                 lb_addr(i),
                 state,
                 prio,
                 web,
-                dns
+                dns,
+                synced
             );
         }
         o += "\nbackend            weight  health web/dns   HTTP/s  share   DNS/s  share   streams  LB new conns/s\n";

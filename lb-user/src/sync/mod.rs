@@ -169,7 +169,9 @@ async fn run(
                         continue;
                     }
                     Err(e) => {
-                        warn!(%from, "sync message refused: {e}");
+                        // Debug only: an IPVS sync daemon on the same group and
+                        // port would flood the log; status counts them.
+                        debug!(%from, "sync message refused: {e}");
                         counters.refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
