@@ -73,6 +73,10 @@ pub struct Service {
     /// Last SNAT port (inclusive), host byte order.
     pub port_max: u16,
     pub _pad: u32,
+    /// `bpf_ktime_get_ns` when this node last took the service over (became
+    /// VRRP MASTER of its instance); 0 when it has no instance. See
+    /// `nat::setup` in the data path.
+    pub since_ns: u64,
 }
 
 /// Value of the `BACKENDS` array, indexed by backend id.
@@ -413,7 +417,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         use core::mem::size_of;
         assert_eq!(size_of::<ServiceKey>(), 8);
-        assert_eq!(size_of::<Service>(), 16 + 4 * MAX_SNAT_ADDRS + 8);
+        assert_eq!(size_of::<Service>(), 16 + 4 * MAX_SNAT_ADDRS + 16);
         assert_eq!(size_of::<Backend>(), 8);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Conn>(), 32);

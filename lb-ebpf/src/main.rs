@@ -293,7 +293,8 @@ fn process(ctx: &XdpContext) -> u32 {
         }
         nat::release(conn, &key);
     }
-    let conn = match nat::setup(cfg, svc, &key, hash, backend_id, &be, now) {
+    let midflow = ip_proto == PROTO_TCP && l4.tcp_flags & TCP_SYN == 0;
+    let conn = match nat::setup(cfg, svc, &key, hash, backend_id, &be, now, midflow) {
         Ok(c) => c,
         Err(AllocError::Exhausted) => return drop(Reason::DropSnatExhausted),
         Err(AllocError::TableFull) => return drop(Reason::DropConnTableFull),

@@ -87,7 +87,14 @@ fn owns(nat: &Nat, key: &FlowKey) -> bool {
 /// live flows to one backend never share a port. A VRRP peer taking over
 /// mid-flow derives the same first candidate; a flow that got a later one is
 /// reported on `SYNC` (with `CFG_SYNC`) for the agent to send to the peer.
+///
+/// `midflow` is a TCP packet without SYN: a flow this node takes over from
+/// its peer. Its first candidate is the port the peer gave it (else the sync
+/// would have told us), so an entry holding that port that was last seen
+/// before this node took the service over belongs to a flow that ended on
+/// the peer meanwhile, and is reclaimed.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn setup(
     cfg: &Config,
     svc: &Service,
@@ -96,6 +103,7 @@ pub fn setup(
     backend_id: u32,
     be: &Backend,
     now: u64,
+    midflow: bool,
 ) -> Result<Conn, AllocError> {
     let mut nat = Nat {
         client_addr: key.src_addr,
@@ -133,8 +141,10 @@ pub fn setup(
         // Taken: reclaim it only if its flow is dead or is this very flow.
         if let Some(old) = NATS.get_ptr(&rkey) {
             let old = unsafe { &*old };
-            let reclaimable =
-                owns(old, key) || expired(cfg, key.proto, old.flags, old.last_seen, now);
+            let before_takeover = midflow && attempt == 0 && old.last_seen < svc.since_ns;
+            let reclaimable = owns(old, key)
+                || before_takeover
+                || expired(cfg, key.proto, old.flags, old.last_seen, now);
             if reclaimable && NATS.insert(&rkey, &nat, BPF_ANY as u64).is_ok() {
                 claimed = true;
                 break;

@@ -189,6 +189,7 @@ impl Agent {
                         snat_addrs: vec![],
                         snat_ports: (0, 0),
                         backends: vec![],
+                        since_ns: 0,
                     });
                 }
             }
@@ -267,8 +268,12 @@ impl Agent {
     /// A VRRP instance changed state: serve its virtual servers only as MASTER.
     pub fn on_vrrp(&mut self, ev: vrrp::Event) -> Result<()> {
         let changed = if ev.state == State::Master {
+            self.runtime
+                .master_since
+                .insert(ev.instance.clone(), sync::monotonic_ns());
             self.runtime.masters.insert(ev.instance.clone())
         } else {
+            self.runtime.master_since.remove(&ev.instance);
             self.runtime.masters.remove(&ev.instance)
         };
         if changed {

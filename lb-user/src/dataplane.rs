@@ -153,6 +153,9 @@ pub struct ServiceSpec {
     pub snat_addrs: Vec<Ipv4Addr>,
     pub snat_ports: (u16, u16),
     pub backends: Vec<BackendSpec>,
+    /// Monotonic ns when this node took the service over; 0 if it has no
+    /// VRRP instance or does not serve it.
+    pub since_ns: u64,
 }
 
 impl ServiceSpec {
@@ -181,6 +184,7 @@ impl ServiceSpec {
             port_min: self.snat_ports.0,
             port_max: self.snat_ports.1,
             _pad: 0,
+            since_ns: self.since_ns,
         }
     }
 

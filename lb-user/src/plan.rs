@@ -25,6 +25,8 @@ pub struct Runtime {
     pub down: BTreeSet<(String, Ipv4Addr, u16)>,
     /// Weights set by `misc_dynamic` checks, overriding the config's.
     pub weights: BTreeMap<(String, Ipv4Addr, u16), u32>,
+    /// Monotonic ns when each instance in `masters` became MASTER here.
+    pub master_since: BTreeMap<String, u64>,
 }
 
 impl Runtime {
@@ -49,6 +51,7 @@ impl Runtime {
                 })
                 .collect(),
             weights: BTreeMap::new(),
+            master_since: BTreeMap::new(),
         }
     }
 }
@@ -296,6 +299,15 @@ fn plan_service(
             snat_addrs: v.snat.addresses.clone(),
             snat_ports: v.snat.port_range().unwrap_or((1024, 65535)),
             backends,
+            since_ns: if enabled {
+                v.vrrp_instance
+                    .as_ref()
+                    .and_then(|i| rt.master_since.get(i))
+                    .copied()
+                    .unwrap_or(0)
+            } else {
+                0
+            },
         },
     }
 }

@@ -447,6 +447,80 @@ fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
     Ok(())
 }
 
+/// After a takeover, a mid-flow TCP packet of a flow the peer set up takes
+/// its hashed SNAT port even from an entry last seen before the takeover (a
+/// flow that ended on the peer); a SYN, or an entry seen since, keeps it.
+fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Failed> {
+    let mut dp = dp();
+    let now = lb_user::sync::monotonic_ns();
+    let mut svc = web();
+    svc.backends.truncate(1);
+    svc.snat_ports = (2000, 2003);
+    svc.since_ns = now;
+    dp.apply_service(&svc)?;
+    let first = |sport: u16| {
+        let h = flow_hash(
+            SEED,
+            be_addr(CLIENT),
+            be_addr(VIP),
+            sport.to_be(),
+            80u16.to_be(),
+            PROTO_TCP,
+        );
+        snat_candidate(&svc.value(0), h, 0).1
+    };
+    let be = svc.backends[0];
+    // Flows that hold `port` (the old owner) at `last_seen`.
+    let hold = |dp: &mut Dataplane, client_port: u16, port: u16, last_seen: u64| {
+        let conn = lb_common::Conn {
+            backend_addr: be_addr(be.addr),
+            snat_addr: be_addr(SNAT),
+            backend_port: be.port.to_be(),
+            snat_port: port.to_be(),
+            backend_id: be.id,
+            service_id: svc.id,
+            flags: 0,
+            last_seen,
+        };
+        dp.install_flow(&flow(CLIENT, client_port, 80, PROTO_TCP), &conn)
+    };
+    let sport = |dp: &mut Dataplane, p: u16, f| {
+        parse_valid(&run(dp, &tcp(from_client(p, 80), f, b"")).1).sport
+    };
+    let ports: Vec<u16> = (40000..40400).collect();
+    let mut by_first = std::collections::BTreeMap::<u16, Vec<u16>>::new();
+    for &p in &ports {
+        by_first.entry(first(p)).or_default().push(p);
+    }
+    let (&target, clients) = by_first
+        .iter()
+        .find(|(_, v)| v.len() >= 3)
+        .ok_or("no three")?;
+    // Idle since before the takeover: a mid-flow packet reclaims it.
+    hold(&mut dp, 60000, target, now - 1_000_000_000)?;
+    ensure_eq!(sport(&mut dp, clients[0], ACK), target);
+    // Seen since the takeover: kept.
+    let next = *by_first
+        .keys()
+        .find(|&&k| k != target)
+        .ok_or("no other port")?;
+    let others = &by_first[&next];
+    hold(&mut dp, 60001, next, now + 1)?;
+    check(sport(&mut dp, others[0], ACK) != next, || {
+        "took a live port".into()
+    })?;
+    // A SYN is a new flow here, not a takeover: it never reclaims.
+    let third = *by_first
+        .keys()
+        .find(|&&k| k != target && k != next)
+        .ok_or("no third port")?;
+    hold(&mut dp, 60002, third, now - 1_000_000_000)?;
+    check(sport(&mut dp, by_first[&third][0], SYN) != third, || {
+        "a SYN reclaimed".into()
+    })?;
+    Ok(())
+}
+
 fn udp_forward_and_reply() -> Result<(), Failed> {
     let mut dp = dp();
     let lab = lab();
@@ -860,6 +934,7 @@ fn main() {
         exhausted_snat_pool_is_counted,
         flows_off_their_first_snat_port_are_reported_for_sync,
         an_installed_peer_flow_is_forwarded_and_restored,
+        a_midflow_takeover_reclaims_a_port_idle_since_before_it,
         udp_forward_and_reply,
         udp_flow_expires_after_idle_timeout,
         tcp_rst_ends_and_fin_shortens,

@@ -123,6 +123,7 @@ pub fn web() -> ServiceSpec {
         snat_addrs: vec![SNAT],
         snat_ports: (1024, 65535),
         backends: backends(),
+        since_ns: 0,
     }
 }
 
