@@ -46,9 +46,10 @@ fn config(weight_b3: u32) -> String {
 }
 
 /// A service to b1's nginx with four SNAT ports, where the test can make two
-/// flows want the same one.
+/// flows want the same one. The ports are outside the web service's pool,
+/// which reaches the same backend from the same address.
 const NARROW_PORT: u16 = 8080;
-const NARROW_SNAT: (u16, u16) = (30000, 30003);
+const NARROW_SNAT: (u16, u16) = (61000, 61003);
 /// `hash_seed` of configs/demo.yaml.
 const SEED: u32 = 0xd3e0;
 
