@@ -184,6 +184,20 @@ pub struct Nat {
     pub last_seen: u64,
 }
 
+impl Nat {
+    /// The `CONNS` key of the flow this entry restores replies for.
+    #[inline(always)]
+    pub const fn client_key(&self, proto: u8) -> FlowKey {
+        FlowKey::new(
+            self.client_addr,
+            self.vip_addr,
+            self.client_port,
+            self.vip_port,
+            proto,
+        )
+    }
+}
+
 /// The single entry of the `CONFIG` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -209,13 +209,6 @@ fn process(ctx: &XdpContext) -> u32 {
                 };
                 let closing = l4.tcp_flags & (TCP_RST | TCP_FIN) != 0 && nat.flags & CT_FIN == 0;
                 if closing && nat.flags & CT_SYNCED != 0 {
-                    let fwd = FlowKey::new(
-                        nat.client_addr,
-                        nat.vip_addr,
-                        nat.client_port,
-                        nat.vip_port,
-                        ip_proto,
-                    );
                     let conn = Conn {
                         backend_addr: key.src_addr,
                         snat_addr: key.dst_addr,
@@ -223,17 +216,10 @@ fn process(ctx: &XdpContext) -> u32 {
                         snat_port: key.dst_port,
                         ..Default::default()
                     };
-                    sync::report(cfg, &fwd, &conn, CT_FIN);
+                    sync::report(cfg, &nat.client_key(ip_proto), &conn, CT_FIN);
                 }
                 if l4.tcp_flags & TCP_RST != 0 {
-                    let fwd = FlowKey::new(
-                        nat.client_addr,
-                        nat.vip_addr,
-                        nat.client_port,
-                        nat.vip_port,
-                        ip_proto,
-                    );
-                    let _ = CONNS.remove(&fwd);
+                    let _ = CONNS.remove(&nat.client_key(ip_proto));
                     let _ = NATS.remove(&key);
                 } else if l4.tcp_flags & TCP_FIN != 0 && nat.flags & CT_FIN == 0 {
                     nat.flags |= CT_FIN;

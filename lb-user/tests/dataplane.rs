@@ -248,6 +248,20 @@ fn exhausted_snat_pool_is_counted() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The first SNAT port the data path tries for the client's TCP flow from
+/// `sport` to `svc` on port 80.
+fn first_snat_port(svc: &lb_user::dataplane::ServiceSpec, sport: u16) -> u16 {
+    let h = flow_hash(
+        SEED,
+        be_addr(CLIENT),
+        be_addr(VIP),
+        sport.to_be(),
+        80u16.to_be(),
+        PROTO_TCP,
+    );
+    snat_candidate(&svc.value(0), h, 0).1
+}
+
 /// With `CFG_SYNC`, a flow that did not get its first SNAT candidate (the
 /// one a VRRP peer would derive) is reported on the `SYNC` ring with the
 /// port it got; flows that got the first candidate are not.
@@ -260,17 +274,7 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
     svc.backends.truncate(1);
     svc.snat_ports = (2000, 2003);
     dp.apply_service(&svc)?;
-    let first = |sport: u16| {
-        let h = flow_hash(
-            SEED,
-            be_addr(CLIENT),
-            be_addr(VIP),
-            sport.to_be(),
-            80u16.to_be(),
-            PROTO_TCP,
-        );
-        snat_candidate(&svc.value(0), h, 0).1
-    };
+    let first = |sport: u16| first_snat_port(&svc, sport);
     // Two clients whose first candidates are equal, and one other.
     let a = 50000;
     let b = (a + 1..a + 200)
@@ -458,17 +462,7 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
     svc.snat_ports = (2000, 2003);
     svc.since_ns = now;
     dp.apply_service(&svc)?;
-    let first = |sport: u16| {
-        let h = flow_hash(
-            SEED,
-            be_addr(CLIENT),
-            be_addr(VIP),
-            sport.to_be(),
-            80u16.to_be(),
-            PROTO_TCP,
-        );
-        snat_candidate(&svc.value(0), h, 0).1
-    };
+    let first = |sport: u16| first_snat_port(&svc, sport);
     let be = svc.backends[0];
     // Flows that hold `port` (the old owner) at `last_seen`.
     let hold = |dp: &mut Dataplane, client_port: u16, port: u16, last_seen: u64| {
