@@ -155,6 +155,12 @@ impl Stream {
         })
     }
 
+    /// How long a request waits for its answer (default [`STREAM_TIMEOUT`]).
+    pub fn set_timeout(&mut self, d: Duration) -> Result<()> {
+        self.conn.get_ref().set_read_timeout(Some(d))?;
+        Ok(())
+    }
+
     /// One request on the open connection; the backend that answered.
     pub fn request(&mut self) -> Result<usize> {
         self.conn
