@@ -40,6 +40,9 @@ pub const CT_SYNCED: u32 = 2;
 /// `Config::flags` bit: report flows that did not get their first SNAT
 /// candidate on `SYNC`, so the agent can hand them to its VRRP peer.
 pub const CFG_SYNC: u32 = 1;
+/// `Config::flags` bit, with `CFG_SYNC`: report every new flow, not only
+/// those off their first SNAT candidate.
+pub const CFG_SYNC_ALL: u32 = 2;
 
 /// Key of the `SERVICES` map: one virtual server.
 #[repr(C)]
@@ -217,9 +220,9 @@ pub struct Config {
     /// `CFG_*` bits.
     pub flags: u32,
     pub _pad: u32,
-    /// With `CFG_SYNC`: a live synced flow is reported again when its
-    /// refreshes cross a multiple of this, so the peer's copy never times
-    /// out while the flow lives. 0 never.
+    /// With `CFG_SYNC`: a live synced TCP flow is reported again when its
+    /// refreshes cross a multiple of this (UDP: a third of its timeout), so
+    /// the peer's copy never times out while the flow lives. 0 never.
     pub sync_refresh_ns: u64,
 }
 

@@ -183,7 +183,7 @@ fn process(ctx: &XdpContext) -> u32 {
                         conn.flags |= CT_FIN;
                         conn.last_seen = now;
                     } else if stale(conn.last_seen, now) {
-                        if conn.flags & CT_SYNCED != 0 && sync::due(cfg, conn.last_seen, now) {
+                        if conn.flags & CT_SYNCED != 0 && sync::due(cfg, ip_proto, conn.last_seen, now) {
                             sync::report(cfg, &key, conn, 0);
                         }
                         conn.last_seen = now;
@@ -207,8 +207,9 @@ fn process(ctx: &XdpContext) -> u32 {
                     src_port: nat.vip_port,
                     dst_port: nat.client_port,
                 };
-                let closing = l4.tcp_flags & (TCP_RST | TCP_FIN) != 0 && nat.flags & CT_FIN == 0;
-                if closing && nat.flags & CT_SYNCED != 0 {
+                // The client's FIN reports a close (path 1); a backend's RST
+                // ends the flow before the client says anything.
+                if l4.tcp_flags & TCP_RST != 0 && nat.flags & CT_SYNCED != 0 {
                     let conn = Conn {
                         backend_addr: key.src_addr,
                         snat_addr: key.dst_addr,

@@ -2,7 +2,7 @@
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, CFG_SYNC, CT_SYNCED,
+    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, CFG_SYNC, CFG_SYNC_ALL, CT_SYNCED,
     MAX_SNAT_ADDRS, SNAT_TRIES,
 };
 
@@ -90,9 +90,9 @@ fn owns(nat: &Nat, key: &FlowKey) -> bool {
 ///
 /// `midflow` is a TCP packet without SYN: a flow this node takes over from
 /// its peer. Its first candidate is the port the peer gave it (else the sync
-/// would have told us), so an entry holding that port that was last seen
-/// before this node took the service over belongs to a flow that ended on
-/// the peer meanwhile, and is reclaimed.
+/// would have told us), so an unsynced entry holding that port that was
+/// last seen before this node took the service over belongs to a flow that
+/// ended on the peer meanwhile, and is reclaimed.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn setup(
@@ -117,9 +117,13 @@ pub fn setup(
     };
     let mut rkey = FlowKey::new(be.addr, 0, be.port, 0, key.proto);
     let mut claimed = false;
+    // Synced flows are marked in both entries, so their close and refreshes
+    // are reported too: every flow with CFG_SYNC_ALL, else those off their
+    // first candidate, which the peer cannot derive.
+    if cfg.flags & CFG_SYNC_ALL != 0 {
+        nat.flags = CT_SYNCED;
+    }
     for attempt in 0..SNAT_TRIES {
-        // Off the first candidate, the peer needs to be told: mark both
-        // entries so the close is reported too.
         if attempt == 1 && cfg.flags & CFG_SYNC != 0 {
             nat.flags = CT_SYNCED;
         }
@@ -141,7 +145,12 @@ pub fn setup(
         // Taken: reclaim it only if its flow is dead or is this very flow.
         if let Some(old) = NATS.get_ptr(&rkey) {
             let old = unsafe { &*old };
-            let before_takeover = midflow && attempt == 0 && old.last_seen < svc.since_ns;
+            // A synced entry is the peer's word that its flow lives (the
+            // peer reports the close): never reclaimed this way.
+            let before_takeover = midflow
+                && attempt == 0
+                && old.flags & CT_SYNCED == 0
+                && old.last_seen < svc.since_ns;
             let reclaimable = owns(old, key)
                 || before_takeover
                 || expired(cfg, key.proto, old.flags, old.last_seen, now);

@@ -34,16 +34,40 @@ struct Trial {
     churn: u64,
 }
 
-fn config(sync: bool) -> Result<String> {
+/// What the agents sync.
+#[derive(Clone, Copy)]
+enum Sync {
+    Off,
+    /// `all_flows: false`: only flows off their hashed SNAT port.
+    Unhashed,
+    /// The default: every flow.
+    All,
+}
+
+impl Sync {
+    fn name(self) -> &'static str {
+        match self {
+            Sync::Off => "off",
+            Sync::Unhashed => "all_flows: false",
+            Sync::All => "on (all flows)",
+        }
+    }
+}
+
+fn config(sync: Sync) -> Result<String> {
     let demo = std::fs::read_to_string(lab::config_file("demo.yaml"))?;
     let block = "  lvs_sync_daemon:\n    interface: eth0\n    vrrp_instance: VI_DEMO\n";
     if !demo.contains(block) {
-        bail!("configs/demo.yaml no longer has the lvs_sync_daemon block this bench removes");
+        bail!("configs/demo.yaml no longer has the lvs_sync_daemon block this bench changes");
     }
-    Ok(if sync { demo } else { demo.replace(block, "") })
+    Ok(match sync {
+        Sync::Off => demo.replace(block, ""),
+        Sync::Unhashed => demo.replace(block, &format!("{block}    all_flows: false\n")),
+        Sync::All => demo,
+    })
 }
 
-fn trial(sync: bool, n: usize) -> Result<Trial> {
+fn trial(sync: Sync, n: usize) -> Result<Trial> {
     let prefix = format!("xlbb-{}-streams{n}", std::process::id());
     let dir = lab::state_dir(&prefix);
     let lab = Lab::build(Options {
@@ -134,12 +158,12 @@ fn main() -> Result<()> {
         .context("wrk is not installed: run `cargo xtask setup`")?;
     let mut rows = Vec::new();
     for t in 0..TRIALS {
-        for sync in [false, true] {
+        for sync in [Sync::Off, Sync::Unhashed, Sync::All] {
             let r = trial(sync, rows.len())?;
             let row = format!(
                 "| {} | {} | {STREAMS} | {} | {} | {} | {} |",
                 t + 1,
-                if sync { "on" } else { "off" },
+                sync.name(),
                 r.broken,
                 r.churn,
                 r.synced,

@@ -170,15 +170,15 @@ impl Plan {
                 tcp_fin_timeout_ns: ns(g.conntrack.tcp_fin_timeout),
                 udp_timeout_ns: ns(g.conntrack.udp_timeout),
                 nexthop_ttl_ns: ns(g.nexthop_ttl).min(secs(60)),
-                flags: if g.lvs_sync_daemon.is_some() {
-                    lb_common::CFG_SYNC
-                } else {
-                    0
+                flags: match &g.lvs_sync_daemon {
+                    Some(s) if s.all_flows => lb_common::CFG_SYNC | lb_common::CFG_SYNC_ALL,
+                    Some(_) => lb_common::CFG_SYNC,
+                    None => 0,
                 },
                 _pad: 0,
                 // Three reports per timeout: one may be lost.
                 sync_refresh_ns: if g.lvs_sync_daemon.is_some() {
-                    ns(g.conntrack.tcp_timeout.min(g.conntrack.udp_timeout)) / 3
+                    ns(g.conntrack.tcp_timeout) / 3
                 } else {
                     0
                 },

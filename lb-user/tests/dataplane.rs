@@ -272,7 +272,7 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
     dp.set_config(cfg)?;
     let mut svc = web();
     svc.backends.truncate(1);
-    svc.snat_ports = (2000, 2003);
+    svc.snat_ports = (2000, 2007);
     dp.apply_service(&svc)?;
     let first = |sport: u16| first_snat_port(&svc, sport);
     // Two clients whose first candidates are equal, and one other.
@@ -326,8 +326,8 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
         records,
         "one refresh record for the synced flow only"
     );
-    // Closing: the synced flow is reported once more, with CT_FIN, when
-    // either side sends its first FIN; the others are not.
+    // Closing: the synced flow is reported once more, with CT_FIN, on the
+    // client's FIN (the backend's FIN adds nothing); the others are not.
     for p in [a, b, c] {
         ensure_eq!(
             run(&mut dp, &tcp(from_client(p, 80), FIN, b"")).0,
@@ -352,7 +352,7 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
         // SAFETY: as above.
         closes.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
     }
-    ensure_eq!(closes.len(), 2, "{closes:?}");
+    ensure_eq!(closes.len(), 1, "{closes:?}");
     for r in &closes {
         ensure_eq!(r.key, records[0].key);
         ensure_eq!(r.conn.flags, CT_FIN);
@@ -371,6 +371,23 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
             )
         );
     }
+    // With CFG_SYNC_ALL every new flow is reported, on its hashed port too.
+    cfg.flags = CFG_SYNC | lb_common::CFG_SYNC_ALL;
+    dp.set_config(cfg)?;
+    let e = (c + 1..c + 400)
+        .find(|&p| first(p) != first(a) && first(p) != got[1] && first(p) != first(c))
+        .ok_or("no free port left")?;
+    ensure_eq!(
+        run(&mut dp, &tcp(from_client(e, 80), SYN, b"")).0,
+        XDP_REDIRECT
+    );
+    let all = ring
+        .next()
+        .map(|i| unsafe { std::ptr::read_unaligned(i.as_ptr() as *const SyncEntry) });
+    ensure_eq!(
+        all.map(|r| (r.key, u16::from_be(r.conn.snat_port))),
+        Some((flow(CLIENT, e, 80, PROTO_TCP), first(e)))
+    );
     // Without CFG_SYNC nothing is reported.
     cfg.flags = 0;
     dp.set_config(cfg)?;
@@ -459,13 +476,13 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
     let now = lb_user::sync::monotonic_ns();
     let mut svc = web();
     svc.backends.truncate(1);
-    svc.snat_ports = (2000, 2003);
+    svc.snat_ports = (2000, 2007);
     svc.since_ns = now;
     dp.apply_service(&svc)?;
     let first = |sport: u16| first_snat_port(&svc, sport);
     let be = svc.backends[0];
     // Flows that hold `port` (the old owner) at `last_seen`.
-    let hold = |dp: &mut Dataplane, client_port: u16, port: u16, last_seen: u64| {
+    let hold = |dp: &mut Dataplane, client_port: u16, port: u16, last_seen: u64, flags: u32| {
         let conn = lb_common::Conn {
             backend_addr: be_addr(be.addr),
             snat_addr: be_addr(SNAT),
@@ -473,7 +490,7 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
             snat_port: port.to_be(),
             backend_id: be.id,
             service_id: svc.id,
-            flags: 0,
+            flags,
             last_seen,
         };
         dp.install_flow(&flow(CLIENT, client_port, 80, PROTO_TCP), &conn)
@@ -491,7 +508,7 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
         .find(|(_, v)| v.len() >= 3)
         .ok_or("no three")?;
     // Idle since before the takeover: a mid-flow packet reclaims it.
-    hold(&mut dp, 60000, target, now - 1_000_000_000)?;
+    hold(&mut dp, 60000, target, now - 1_000_000_000, 0)?;
     ensure_eq!(sport(&mut dp, clients[0], ACK), target);
     // Seen since the takeover: kept.
     let next = *by_first
@@ -499,7 +516,7 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
         .find(|&&k| k != target)
         .ok_or("no other port")?;
     let others = &by_first[&next];
-    hold(&mut dp, 60001, next, now + 1)?;
+    hold(&mut dp, 60001, next, now + 1, 0)?;
     check(sport(&mut dp, others[0], ACK) != next, || {
         "took a live port".into()
     })?;
@@ -508,9 +525,24 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
         .keys()
         .find(|&&k| k != target && k != next)
         .ok_or("no third port")?;
-    hold(&mut dp, 60002, third, now - 1_000_000_000)?;
+    hold(&mut dp, 60002, third, now - 1_000_000_000, 0)?;
     check(sport(&mut dp, by_first[&third][0], SYN) != third, || {
         "a SYN reclaimed".into()
+    })?;
+    // A synced entry (the peer reports its close) is never reclaimed so.
+    let fourth = *by_first
+        .keys()
+        .find(|&&k| k != target && k != next && k != third)
+        .ok_or("no fourth port")?;
+    hold(
+        &mut dp,
+        60003,
+        fourth,
+        now - 1_000_000_000,
+        lb_common::CT_SYNCED,
+    )?;
+    check(sport(&mut dp, by_first[&fourth][0], ACK) != fourth, || {
+        "took a synced port".into()
     })?;
     Ok(())
 }

@@ -111,6 +111,12 @@ pub struct SyncDaemon {
     /// Multicast group (keepalived's default).
     #[serde(default = "default_sync_group")]
     pub group: Ipv4Addr,
+    /// Sync every flow, as LVS does, not only those the peer cannot derive:
+    /// then a flow that stays silent through a failover keeps its port even
+    /// when the new master's own new flows would have taken it. Costs a
+    /// ring record per new and closed flow, and the peer's map writes.
+    #[serde(default = "yes")]
+    pub all_flows: bool,
 }
 
 fn default_sync_port() -> u16 {

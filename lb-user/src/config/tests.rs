@@ -204,8 +204,8 @@ fn lvs_sync_daemon_defaults_and_errors() {
     .unwrap();
     let s = c.global.lvs_sync_daemon.unwrap();
     assert_eq!(
-        (s.interface.as_str(), s.id, s.port, s.group),
-        ("eth1", 0, 8848, Ipv4Addr::new(224, 0, 0, 81))
+        (s.interface.as_str(), s.id, s.port, s.group, s.all_flows),
+        ("eth1", 0, 8848, Ipv4Addr::new(224, 0, 0, 81), true)
     );
     assert_eq!(
         errors(&with(
@@ -223,7 +223,7 @@ fn lvs_sync_daemon_defaults_and_errors() {
             "  interface: eth0\n",
             "  interface: eth0\n  lvs_sync_daemon: {interface: eth1, vrrp_instance: VI_1, ttl: 2}\n",
         )),
-        ["lb.yaml:3: global.lvs_sync_daemon.ttl: unknown key `ttl`, expected one of `interface`, `vrrp_instance`, `id`, `port`, `group`"]
+        ["lb.yaml:3: global.lvs_sync_daemon.ttl: unknown key `ttl`, expected one of `interface`, `vrrp_instance`, `id`, `port`, `group`, `all_flows`"]
     );
 }
 

@@ -562,6 +562,7 @@ fn lvs_sync_daemon(cx: &mut Cx, n: &Node) -> Option<SyncDaemon> {
         id: 0,
         port: 8848,
         group: Ipv4Addr::new(224, 0, 0, 81),
+        all_flows: true,
     };
     let mut it = rest.iter();
     while let Some(k) = it.next() {
