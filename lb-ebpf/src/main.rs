@@ -30,7 +30,7 @@ use crate::{
     conntrack::{expired, stale},
     csum::{rewrite, Endpoints},
     maps::{ADDRS, CONFIG, CONNS, NATS, SERVICES},
-    nat::{reverse_key, AllocError},
+    nat::AllocError,
     parse::*,
     stats::{count, traffic},
 };
@@ -173,7 +173,8 @@ fn process(ctx: &XdpContext) -> u32 {
                     if conn.flags & CT_SYNCED != 0 {
                         sync::report(cfg, &key, conn, CT_FIN);
                     }
-                    let _ = NATS.remove(&reverse_key(conn, ip_proto));
+                    // Its port may have been taken over (see nat::setup).
+                    nat::release(conn, &key);
                     let _ = CONNS.remove(&key);
                 } else {
                     if l4.tcp_flags & TCP_FIN != 0 && conn.flags & CT_FIN == 0 {
@@ -183,8 +184,11 @@ fn process(ctx: &XdpContext) -> u32 {
                         conn.flags |= CT_FIN;
                         conn.last_seen = now;
                     } else if stale(conn.last_seen, now) {
-                        if conn.flags & CT_SYNCED != 0 && sync::due(cfg, ip_proto, conn.last_seen, now) {
-                            sync::report(cfg, &key, conn, 0);
+                        if conn.flags & CT_SYNCED != 0
+                            && sync::due(cfg, ip_proto, conn.flags, conn.last_seen, now)
+                        {
+                            // A closing flow stays closing on the peer.
+                            sync::report(cfg, &key, conn, conn.flags & CT_FIN);
                         }
                         conn.last_seen = now;
                     }
@@ -269,7 +273,7 @@ fn process(ctx: &XdpContext) -> u32 {
         // same backend and still owns its SNAT port, revive both entries in
         // place: no map update, and the backend sees the same 4-tuple.
         let conn = unsafe { &mut *c };
-        if nat::revive(conn, &key, backend_id, &be, svc.id, now) {
+        if nat::revive(cfg, conn, &key, backend_id, &be, svc.id, now) {
             if conn.flags & CT_SYNCED != 0 {
                 // The peer was told this flow closed.
                 sync::report(cfg, &key, conn, 0);

@@ -7,7 +7,7 @@ use lb_common::{
 };
 
 use crate::{
-    conntrack::expired,
+    conntrack::{expired, REFRESH_NS},
     maps::{CONNS, NATS},
     sync,
 };
@@ -21,16 +21,11 @@ pub enum AllocError {
     TableFull,
 }
 
-/// The reverse key a backend's replies carry for a connection.
-#[inline(always)]
-pub fn reverse_key(conn: &Conn, proto: u8) -> FlowKey {
-    conn.reverse_key(proto)
-}
-
 /// Revives the dead entry `conn` of flow `key` in place when the flow goes to
 /// the same backend and its NAT entry still belongs to it. Returns whether it did.
 #[inline(always)]
 pub fn revive(
+    cfg: &Config,
     conn: &mut Conn,
     key: &FlowKey,
     backend_id: u32,
@@ -42,15 +37,20 @@ pub fn revive(
     {
         return false;
     }
-    let Some(n) = NATS.get_ptr_mut(&reverse_key(conn, key.proto)) else {
+    let Some(n) = NATS.get_ptr_mut(&conn.reverse_key(key.proto)) else {
         return false;
     };
     let nat = unsafe { &mut *n };
     if !owns(nat, key) {
         return false;
     }
-    // A synced flow stays synced: the caller reports it again.
-    let synced = conn.flags & CT_SYNCED;
+    // A synced flow stays synced, and with CFG_SYNC_ALL every flow is: the
+    // caller reports it again.
+    let synced = if cfg.flags & CFG_SYNC_ALL != 0 {
+        CT_SYNCED
+    } else {
+        conn.flags & CT_SYNCED
+    };
     nat.flags = synced;
     nat.service_id = service_id;
     nat.last_seen = now;
@@ -64,7 +64,7 @@ pub fn revive(
 /// flow has claimed that port since.
 #[inline(always)]
 pub fn release(conn: &Conn, key: &FlowKey) {
-    let rkey = reverse_key(conn, key.proto);
+    let rkey = conn.reverse_key(key.proto);
     if let Some(n) = NATS.get_ptr(&rkey) {
         if owns(unsafe { &*n }, key) {
             let _ = NATS.remove(&rkey);
@@ -145,12 +145,15 @@ pub fn setup(
         // Taken: reclaim it only if its flow is dead or is this very flow.
         if let Some(old) = NATS.get_ptr(&rkey) {
             let old = unsafe { &*old };
-            // A synced entry is the peer's word that its flow lives (the
-            // peer reports the close): never reclaimed this way.
+            // Only with the sync running (the premise). A synced entry is
+            // the peer's word that its flow lives (the peer reports the
+            // close): never reclaimed this way. `last_seen` lags by up to a
+            // refresh interval.
             let before_takeover = midflow
                 && attempt == 0
+                && cfg.flags & CFG_SYNC != 0
                 && old.flags & CT_SYNCED == 0
-                && old.last_seen < svc.since_ns;
+                && old.last_seen.saturating_add(REFRESH_NS) < svc.since_ns;
             let reclaimable = owns(old, key)
                 || before_takeover
                 || expired(cfg, key.proto, old.flags, old.last_seen, now);

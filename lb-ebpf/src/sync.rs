@@ -4,7 +4,7 @@
 //! derive from the flow hash, and once more when it closes, so the peer does
 //! not hold that port for the whole idle timeout.
 
-use lb_common::{Config, Conn, FlowKey, SyncEntry, CFG_SYNC, PROTO_TCP};
+use lb_common::{Config, Conn, FlowKey, SyncEntry, CFG_SYNC, CT_FIN, PROTO_TCP};
 
 use crate::maps::{SYNC, SYNC_LOST};
 
@@ -27,14 +27,16 @@ pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
 }
 
 /// Whether a live synced flow refreshed at `now`, last at `last_seen`, is
-/// due to be reported again: TCP every `sync_refresh_ns`, UDP every third
-/// of its idle timeout.
+/// due to be reported again: an open TCP flow every `sync_refresh_ns`, a
+/// closing one or a UDP flow every third of its idle timeout.
 #[inline(always)]
-pub fn due(cfg: &Config, proto: u8, last_seen: u64, now: u64) -> bool {
-    let p = if proto == PROTO_TCP {
-        cfg.sync_refresh_ns
-    } else {
+pub fn due(cfg: &Config, proto: u8, flags: u32, last_seen: u64, now: u64) -> bool {
+    let p = if proto != PROTO_TCP {
         cfg.udp_timeout_ns / 3
+    } else if flags & CT_FIN != 0 {
+        (cfg.tcp_fin_timeout_ns / 3).min(cfg.sync_refresh_ns)
+    } else {
+        cfg.sync_refresh_ns
     };
     cfg.flags & CFG_SYNC != 0 && p != 0 && now / p != last_seen / p
 }

@@ -268,10 +268,13 @@ impl Agent {
     /// A VRRP instance changed state: serve its virtual servers only as MASTER.
     pub fn on_vrrp(&mut self, ev: vrrp::Event) -> Result<()> {
         let changed = if ev.state == State::Master {
-            self.runtime
-                .master_since
-                .insert(ev.instance.clone(), sync::monotonic_ns());
-            self.runtime.masters.insert(ev.instance.clone())
+            let new = self.runtime.masters.insert(ev.instance.clone());
+            if new {
+                self.runtime
+                    .master_since
+                    .insert(ev.instance.clone(), sync::monotonic_ns());
+            }
+            new
         } else {
             self.runtime.master_since.remove(&ev.instance);
             self.runtime.masters.remove(&ev.instance)
@@ -493,11 +496,13 @@ impl Agent {
                     && spec.proto == e.proto
                     && spec.flags & lb_common::SVC_ENABLED == 0
                     && sync::in_pool(&spec.snat_addrs, spec.snat_ports, e.snat, e.snat_port);
-                let b = spec
-                    .backends
+                if !ours {
+                    return None;
+                }
+                spec.backends
                     .iter()
-                    .find(|b| b.addr == e.backend && b.port == e.backend_port);
-                ours.then_some(b.map(|b| (spec.id, b.id))).flatten()
+                    .find(|b| b.addr == e.backend && b.port == e.backend_port)
+                    .map(|b| (spec.id, b.id))
             });
             let Some((service_id, backend_id)) = found else {
                 self.synced.1 += 1;

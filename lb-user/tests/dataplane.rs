@@ -353,6 +353,22 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
         closes.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
     }
     ensure_eq!(closes.len(), 1, "{closes:?}");
+    // A refresh of the closing flow says it is closing; a backend's RST
+    // ends it, and says so too.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ensure_eq!(
+        run(&mut dp, &tcp(from_client(b, 80), ACK, b"")).0,
+        XDP_REDIRECT
+    );
+    ensure_eq!(
+        run_on(&mut dp, &tcp(reply, RST, b""), lab.b0)?.0,
+        XDP_REDIRECT
+    );
+    while let Some(item) = ring.next() {
+        // SAFETY: as above.
+        closes.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
+    }
+    ensure_eq!(closes.len(), 3, "{closes:?}");
     for r in &closes {
         ensure_eq!(r.key, records[0].key);
         ensure_eq!(r.conn.flags, CT_FIN);
@@ -473,77 +489,90 @@ fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
 /// flow that ended on the peer); a SYN, or an entry seen since, keeps it.
 fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Failed> {
     let mut dp = dp();
+    let mut cfg = dp.config();
+    cfg.flags = CFG_SYNC;
+    dp.set_config(cfg)?;
     let now = lb_user::sync::monotonic_ns();
+    let before = now - 2_000_000_000;
     let mut svc = web();
     svc.backends.truncate(1);
-    svc.snat_ports = (2000, 2007);
+    svc.snat_ports = (2000, 2015);
     svc.since_ns = now;
     dp.apply_service(&svc)?;
     let first = |sport: u16| first_snat_port(&svc, sport);
     let be = svc.backends[0];
-    // Flows that hold `port` (the old owner) at `last_seen`.
+    let entry = |port: u16, last_seen: u64, flags: u32| lb_common::Conn {
+        backend_addr: be_addr(be.addr),
+        snat_addr: be_addr(SNAT),
+        backend_port: be.port.to_be(),
+        snat_port: port.to_be(),
+        backend_id: be.id,
+        service_id: svc.id,
+        flags,
+        last_seen,
+    };
+    // An older flow from `client_port` holds `port`.
     let hold = |dp: &mut Dataplane, client_port: u16, port: u16, last_seen: u64, flags: u32| {
-        let conn = lb_common::Conn {
-            backend_addr: be_addr(be.addr),
-            snat_addr: be_addr(SNAT),
-            backend_port: be.port.to_be(),
-            snat_port: port.to_be(),
-            backend_id: be.id,
-            service_id: svc.id,
-            flags,
-            last_seen,
-        };
-        dp.install_flow(&flow(CLIENT, client_port, 80, PROTO_TCP), &conn)
+        dp.install_flow(
+            &flow(CLIENT, client_port, 80, PROTO_TCP),
+            &entry(port, last_seen, flags),
+        )
     };
-    let sport = |dp: &mut Dataplane, p: u16, f| {
-        parse_valid(&run(dp, &tcp(from_client(p, 80), f, b"")).1).sport
+    // Whether the holder from `client_port` still owns `port`.
+    let owner = |dp: &mut Dataplane, port: u16| -> Result<u16, Failed> {
+        let n = dp.nat(&entry(port, 0, 0).reverse_key(PROTO_TCP))?;
+        Ok(n.map_or(0, |n| u16::from_be(n.client_port)))
     };
-    let ports: Vec<u16> = (40000..40400).collect();
+    // The SNAT port a packet of a new flow from `p` gets: forwarded, from
+    // the pool.
+    let sport = |dp: &mut Dataplane, p: u16, f| -> Result<u16, Failed> {
+        let (act, out) = run(dp, &tcp(from_client(p, 80), f, b""));
+        ensure_eq!(act, XDP_REDIRECT, "client port {p}");
+        let port = parse_valid(&out).sport;
+        check((2000..=2015).contains(&port), || format!("port {port}"))?;
+        Ok(port)
+    };
     let mut by_first = std::collections::BTreeMap::<u16, Vec<u16>>::new();
-    for &p in &ports {
+    for p in 40000..40400 {
         by_first.entry(first(p)).or_default().push(p);
     }
-    let (&target, clients) = by_first
-        .iter()
-        .find(|(_, v)| v.len() >= 3)
-        .ok_or("no three")?;
+    let mut keys = by_first.keys().copied();
+    let mut next_port = || keys.next().ok_or("fewer than five hashed ports");
     // Idle since before the takeover: a mid-flow packet reclaims it.
-    hold(&mut dp, 60000, target, now - 1_000_000_000, 0)?;
-    ensure_eq!(sport(&mut dp, clients[0], ACK), target);
-    // Seen since the takeover: kept.
-    let next = *by_first
-        .keys()
-        .find(|&&k| k != target)
-        .ok_or("no other port")?;
-    let others = &by_first[&next];
-    hold(&mut dp, 60001, next, now + 1, 0)?;
-    check(sport(&mut dp, others[0], ACK) != next, || {
+    let p = next_port()?;
+    hold(&mut dp, 60000, p, before, 0)?;
+    ensure_eq!(sport(&mut dp, by_first[&p][0], ACK)?, p);
+    ensure_eq!(owner(&mut dp, p)?, by_first[&p][0]);
+    // Seen since the takeover (within a refresh interval): kept.
+    let p = next_port()?;
+    hold(&mut dp, 60001, p, now - 500_000_000, 0)?;
+    check(sport(&mut dp, by_first[&p][0], ACK)? != p, || {
         "took a live port".into()
     })?;
+    ensure_eq!(owner(&mut dp, p)?, 60001);
     // A SYN is a new flow here, not a takeover: it never reclaims.
-    let third = *by_first
-        .keys()
-        .find(|&&k| k != target && k != next)
-        .ok_or("no third port")?;
-    hold(&mut dp, 60002, third, now - 1_000_000_000, 0)?;
-    check(sport(&mut dp, by_first[&third][0], SYN) != third, || {
+    let p = next_port()?;
+    hold(&mut dp, 60002, p, before, 0)?;
+    check(sport(&mut dp, by_first[&p][0], SYN)? != p, || {
         "a SYN reclaimed".into()
     })?;
+    ensure_eq!(owner(&mut dp, p)?, 60002);
     // A synced entry (the peer reports its close) is never reclaimed so.
-    let fourth = *by_first
-        .keys()
-        .find(|&&k| k != target && k != next && k != third)
-        .ok_or("no fourth port")?;
-    hold(
-        &mut dp,
-        60003,
-        fourth,
-        now - 1_000_000_000,
-        lb_common::CT_SYNCED,
-    )?;
-    check(sport(&mut dp, by_first[&fourth][0], ACK) != fourth, || {
+    let p = next_port()?;
+    hold(&mut dp, 60003, p, before, lb_common::CT_SYNCED)?;
+    check(sport(&mut dp, by_first[&p][0], ACK)? != p, || {
         "took a synced port".into()
     })?;
+    ensure_eq!(owner(&mut dp, p)?, 60003);
+    // Without the sync, nothing says the peer gave the port away.
+    cfg.flags = 0;
+    dp.set_config(cfg)?;
+    let p = next_port()?;
+    hold(&mut dp, 60004, p, before, 0)?;
+    check(sport(&mut dp, by_first[&p][0], ACK)? != p, || {
+        "reclaimed without sync".into()
+    })?;
+    ensure_eq!(owner(&mut dp, p)?, 60004);
     Ok(())
 }
 
