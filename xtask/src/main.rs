@@ -195,7 +195,16 @@ fn test() -> Result<()> {
     use std::io::{BufRead, BufReader};
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
-        .args(["test", "--workspace", "--lib", "--bins", "--tests"])
+        // Every test binary runs even after one fails, so a red run lists
+        // every failure at once.
+        .args([
+            "test",
+            "--workspace",
+            "--lib",
+            "--bins",
+            "--tests",
+            "--no-fail-fast",
+        ])
         .current_dir(root_dir())
         .stdout(std::process::Stdio::piped())
         .spawn()
