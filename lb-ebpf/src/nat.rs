@@ -2,8 +2,8 @@
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, CFG_SYNC, CFG_SYNC_ALL, CT_SYNCED,
-    MAX_SNAT_ADDRS, SNAT_TRIES,
+    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, CFG_SYNC, CFG_SYNC_ALL,
+    CT_SYNCED, MAX_SNAT_ADDRS, SNAT_TRIES,
 };
 
 use crate::{

@@ -19,7 +19,10 @@ pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
     conn.flags = flags;
     // A full ring loses the record, not the flow: the peer only misses
     // this flow on a takeover. The agent shows the count.
-    if SYNC.output::<SyncEntry>(SyncEntry { key: *key, conn }, 0).is_err() {
+    if SYNC
+        .output::<SyncEntry>(SyncEntry { key: *key, conn }, 0)
+        .is_err()
+    {
         if let Some(c) = SYNC_LOST.get_ptr_mut(0) {
             unsafe { *c += 1 };
         }
