@@ -37,8 +37,8 @@ pub const CT_FIN: u32 = 1;
 /// reported too.
 pub const CT_SYNCED: u32 = 2;
 
-/// `Config::flags` bit: report flows that did not get their first SNAT
-/// candidate on `SYNC`, so the agent can hand them to its VRRP peer.
+/// `Config::flags` bit: report on `SYNC` the flows that did not get their
+/// first SNAT candidate, so the agent can hand them to its VRRP peer.
 pub const CFG_SYNC: u32 = 1;
 /// `Config::flags` bit, with `CFG_SYNC`: report every new flow, not only
 /// those off their first SNAT candidate.
@@ -188,6 +188,16 @@ pub struct Nat {
 }
 
 impl Nat {
+    /// Whether this entry restores replies to the client of `key` (client
+    /// → VIP): the port is that flow's.
+    #[inline(always)]
+    pub const fn restores(&self, key: &FlowKey) -> bool {
+        self.client_addr == key.src_addr
+            && self.client_port == key.src_port
+            && self.vip_addr == key.dst_addr
+            && self.vip_port == key.dst_port
+    }
+
     /// The `CONNS` key of the flow this entry restores replies for.
     #[inline(always)]
     pub const fn client_key(&self, proto: u8) -> FlowKey {
@@ -226,9 +236,8 @@ pub struct Config {
     pub sync_refresh_ns: u64,
 }
 
-/// A record of the `SYNC` ring: a new flow whose SNAT port a peer could not
-/// derive from the flow hash alone, because the first candidate was taken;
-/// with `CT_FIN` in `conn.flags`, such a flow that closed (FIN or RST).
+/// A record of the `SYNC` ring: a synced flow that started or lives on, or
+/// with `CT_FIN` in `conn.flags`, one that is closing (FIN or RST).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncEntry {

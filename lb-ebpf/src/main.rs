@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     hash::flow_hash, Config, Conn, FlowKey, Reason, ServiceKey, ADDR_SNAT, ADDR_VIP, CT_FIN,
-    CT_SYNCED, PROTO_TCP, PROTO_UDP, SVC_ENABLED,
+    PROTO_TCP, PROTO_UDP, SVC_ENABLED,
 };
 
 use crate::{
@@ -170,23 +170,17 @@ fn process(ctx: &XdpContext) -> u32 {
             if !reopened && !expired(cfg, ip_proto, conn.flags, conn.last_seen, now) {
                 let to = Endpoints::to_backend(conn);
                 if l4.tcp_flags & TCP_RST != 0 {
-                    if conn.flags & CT_SYNCED != 0 {
-                        sync::report(cfg, &key, conn, CT_FIN);
-                    }
+                    sync::report(cfg, &key, conn, CT_FIN);
                     // Its port may have been taken over (see nat::setup).
                     nat::release(conn, &key);
                     let _ = CONNS.remove(&key);
                 } else {
                     if l4.tcp_flags & TCP_FIN != 0 && conn.flags & CT_FIN == 0 {
-                        if conn.flags & CT_SYNCED != 0 {
-                            sync::report(cfg, &key, conn, CT_FIN);
-                        }
+                        sync::report(cfg, &key, conn, CT_FIN);
                         conn.flags |= CT_FIN;
                         conn.last_seen = now;
                     } else if stale(conn.last_seen, now) {
-                        if conn.flags & CT_SYNCED != 0
-                            && sync::due(cfg, ip_proto, conn.flags, conn.last_seen, now)
-                        {
+                        if sync::due(cfg, ip_proto, conn.flags, conn.last_seen, now) {
                             // A closing flow stays closing on the peer.
                             sync::report(cfg, &key, conn, conn.flags & CT_FIN);
                         }
@@ -211,20 +205,20 @@ fn process(ctx: &XdpContext) -> u32 {
                     src_port: nat.vip_port,
                     dst_port: nat.client_port,
                 };
-                // The client's FIN reports a close (path 1); a backend's RST
-                // ends the flow before the client says anything.
-                if l4.tcp_flags & TCP_RST != 0 && nat.flags & CT_SYNCED != 0 {
+                if l4.tcp_flags & TCP_RST != 0 {
+                    // The client's FIN reports a close (path 1); a backend's
+                    // RST ends the flow before the client says anything.
+                    let fwd = nat.client_key(ip_proto);
                     let conn = Conn {
                         backend_addr: key.src_addr,
                         snat_addr: key.dst_addr,
                         backend_port: key.src_port,
                         snat_port: key.dst_port,
+                        flags: nat.flags,
                         ..Default::default()
                     };
-                    sync::report(cfg, &nat.client_key(ip_proto), &conn, CT_FIN);
-                }
-                if l4.tcp_flags & TCP_RST != 0 {
-                    let _ = CONNS.remove(&nat.client_key(ip_proto));
+                    sync::report(cfg, &fwd, &conn, CT_FIN);
+                    let _ = CONNS.remove(&fwd);
                     let _ = NATS.remove(&key);
                 } else if l4.tcp_flags & TCP_FIN != 0 && nat.flags & CT_FIN == 0 {
                     nat.flags |= CT_FIN;
@@ -274,10 +268,8 @@ fn process(ctx: &XdpContext) -> u32 {
         // place: no map update, and the backend sees the same 4-tuple.
         let conn = unsafe { &mut *c };
         if nat::revive(cfg, conn, &key, backend_id, &be, svc.id, now) {
-            if conn.flags & CT_SYNCED != 0 {
-                // The peer was told this flow closed.
-                sync::report(cfg, &key, conn, 0);
-            }
+            // The peer was told this flow closed.
+            sync::report(cfg, &key, conn, 0);
             traffic(svc.id, backend_id, bytes, true);
             let to = Endpoints::to_backend(conn);
             return send(ctx, eth, ip, &l4, to, cfg, now);

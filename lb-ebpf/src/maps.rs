@@ -63,9 +63,8 @@ pub static SERVICE_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(6
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(4096, 0);
 
-/// Flows a VRRP peer could not derive on its own (`SyncEntry`), for the
-/// agent's connection sync. Written only with `CFG_SYNC` set: a collision on
-/// the first SNAT candidate is rare, so this stays off the common path.
+/// Synced flows' starts, refreshes and closes (`SyncEntry`), for the agent's
+/// connection sync; written only with `CFG_SYNC` set.
 #[map]
 pub static SYNC: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 

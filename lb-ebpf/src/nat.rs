@@ -41,7 +41,7 @@ pub fn revive(
         return false;
     };
     let nat = unsafe { &mut *n };
-    if !owns(nat, key) {
+    if !nat.restores(key) {
         return false;
     }
     // A synced flow stays synced, and with CFG_SYNC_ALL every flow is: the
@@ -66,19 +66,10 @@ pub fn revive(
 pub fn release(conn: &Conn, key: &FlowKey) {
     let rkey = conn.reverse_key(key.proto);
     if let Some(n) = NATS.get_ptr(&rkey) {
-        if owns(unsafe { &*n }, key) {
+        if unsafe { &*n }.restores(key) {
             let _ = NATS.remove(&rkey);
         }
     }
-}
-
-/// Whether a NAT entry restores replies to the client of `key`.
-#[inline(always)]
-fn owns(nat: &Nat, key: &FlowKey) -> bool {
-    nat.client_addr == key.src_addr
-        && nat.client_port == key.src_port
-        && nat.vip_addr == key.dst_addr
-        && nat.vip_port == key.dst_port
 }
 
 /// Claims an SNAT ip:port towards `backend` for the flow `key` and writes the
@@ -154,7 +145,7 @@ pub fn setup(
                 && cfg.flags & CFG_SYNC != 0
                 && old.flags & CT_SYNCED == 0
                 && old.last_seen.saturating_add(REFRESH_NS) < svc.since_ns;
-            let reclaimable = owns(old, key)
+            let reclaimable = old.restores(key)
                 || before_takeover
                 || expired(cfg, key.proto, old.flags, old.last_seen, now);
             if reclaimable && NATS.insert(&rkey, &nat, BPF_ANY as u64).is_ok() {
@@ -180,8 +171,6 @@ pub fn setup(
         let _ = NATS.remove(&rkey);
         return Err(AllocError::TableFull);
     }
-    if conn.flags & CT_SYNCED != 0 {
-        sync::report(cfg, key, &conn, 0);
-    }
+    sync::report(cfg, key, &conn, 0);
     Ok(conn)
 }

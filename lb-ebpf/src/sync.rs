@@ -1,18 +1,19 @@
 //! Reports for the agent's connection sync (`SYNC` ring, `CFG_SYNC`).
 //!
-//! A flow is reported when it gets an SNAT port its VRRP peer could not
-//! derive from the flow hash, and once more when it closes, so the peer does
-//! not hold that port for the whole idle timeout.
+//! A synced flow (`CT_SYNCED`: every flow with `CFG_SYNC_ALL`, else those
+//! off their hashed SNAT port) is reported when it starts, while it lives
+//! (so the peer's copy does not time out), and when it closes (so the peer
+//! does not hold its port for the whole idle timeout).
 
-use lb_common::{Config, Conn, FlowKey, SyncEntry, CFG_SYNC, CT_FIN, PROTO_TCP};
+use lb_common::{Config, Conn, FlowKey, SyncEntry, CFG_SYNC, CT_FIN, CT_SYNCED, PROTO_TCP};
 
 use crate::maps::{SYNC, SYNC_LOST};
 
-/// Reports flow `key` (client → VIP) with `conn`'s mapping; `flags` is 0
-/// for a new flow, `CT_FIN` for a closed one.
+/// Reports flow `key` (client → VIP) with `conn`'s mapping, if it is
+/// synced; `flags` is 0 for an open flow, `CT_FIN` for a closing one.
 #[inline(always)]
 pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
-    if cfg.flags & CFG_SYNC == 0 {
+    if conn.flags & CT_SYNCED == 0 || cfg.flags & CFG_SYNC == 0 {
         return;
     }
     let mut conn = *conn;
@@ -29,11 +30,15 @@ pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
     }
 }
 
-/// Whether a live synced flow refreshed at `now`, last at `last_seen`, is
-/// due to be reported again: an open TCP flow every `sync_refresh_ns`, a
-/// closing one or a UDP flow every third of its idle timeout.
+/// Whether a flow with entry `flags` refreshed at `now`, last at
+/// `last_seen`, is synced and due to be reported again: an open TCP flow
+/// every `sync_refresh_ns`, a closing one or a UDP flow every third of its
+/// idle timeout.
 #[inline(always)]
 pub fn due(cfg: &Config, proto: u8, flags: u32, last_seen: u64, now: u64) -> bool {
+    if flags & CT_SYNCED == 0 {
+        return false;
+    }
     let p = if proto != PROTO_TCP {
         cfg.udp_timeout_ns / 3
     } else if flags & CT_FIN != 0 {

@@ -14,6 +14,7 @@ use lb_lab::{
     lab::{self, backend_addr, in_ns, lb_addr, Lab, Options, BACKENDS, ECHO_PORT, LBS, VIP},
     traffic::{http_get, Load, Rates, Stream},
 };
+use lb_user::dataplane::be_addr;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type Step = fn(&Lab) -> Result<(), Failed>;
@@ -57,10 +58,9 @@ const SEED: u32 = 0xd3e0;
 /// the narrow service (read from its pinned map).
 fn holds_flow(lab: &Lab, i: usize, port: u16) -> bool {
     use aya::maps::{HashMap, Map, MapData};
-    let be = |a: std::net::Ipv4Addr| u32::from_ne_bytes(a.octets());
     let key = lb_common::FlowKey::new(
-        be(lab::CLIENT),
-        be(VIP),
+        be_addr(lab::CLIENT),
+        be_addr(VIP),
         port.to_be(),
         NARROW_PORT.to_be(),
         lb_common::PROTO_TCP,
@@ -75,18 +75,17 @@ fn holds_flow(lab: &Lab, i: usize, port: u16) -> bool {
 /// The first SNAT port the data path tries for a client port to the narrow
 /// service: what a node taking over derives on its own.
 fn narrow_first_port(client_port: u16) -> u16 {
-    let be = |a: std::net::Ipv4Addr| u32::from_ne_bytes(a.octets());
     let mut svc = lb_common::Service {
         snat_count: 1,
         port_min: NARROW_SNAT.0,
         port_max: NARROW_SNAT.1,
         ..Default::default()
     };
-    svc.snat_addrs[0] = be(VIP);
+    svc.snat_addrs[0] = be_addr(VIP);
     let h = lb_common::hash::flow_hash(
         SEED,
-        be(lab::CLIENT),
-        be(VIP),
+        be_addr(lab::CLIENT),
+        be_addr(VIP),
         client_port.to_be(),
         NARROW_PORT.to_be(),
         lb_common::PROTO_TCP,

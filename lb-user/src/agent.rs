@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
 };
 
 use anyhow::{bail, Context, Result};
@@ -66,9 +66,6 @@ pub struct Agent {
     sync: Option<ConnSync>,
     /// Where the sync hands what the peer sent.
     sync_tx: mpsc::Sender<Vec<sync::Entry>>,
-    /// Flows from the peer: installed, and refused (no such service,
-    /// backend or SNAT pool here).
-    synced: (u64, u64),
 }
 
 /// What the running agent listens to besides signals and sockets.
@@ -156,7 +153,7 @@ impl Agent {
         // Before anything is attached: a bad sync interface stops start-up
         // with nothing changed.
         let (sync_tx, sync_rx) = mpsc::channel(256);
-        let sync = start_sync(&mut dp, &config, None, &sync_tx)?.flatten();
+        let sync = start_sync(&mut dp, &config, &sync_tx)?;
         let plan = if dp.adopted() {
             let ids = recover_ids(&mut dp, &config)?;
             info!(pin_path = %pin.display(), services = ids.services.len(), "took over the pinned data path and its connections");
@@ -229,7 +226,6 @@ impl Agent {
             quorum: BTreeMap::new(),
             sync,
             sync_tx,
-            synced: (0, 0),
         };
         agent.start_checks();
         agent.sync_quorum();
@@ -268,16 +264,15 @@ impl Agent {
     /// A VRRP instance changed state: serve its virtual servers only as MASTER.
     pub fn on_vrrp(&mut self, ev: vrrp::Event) -> Result<()> {
         let changed = if ev.state == State::Master {
-            let new = self.runtime.masters.insert(ev.instance.clone());
+            let new = !self.runtime.masters.contains_key(&ev.instance);
             if new {
                 self.runtime
-                    .master_since
+                    .masters
                     .insert(ev.instance.clone(), sync::monotonic_ns());
             }
             new
         } else {
-            self.runtime.master_since.remove(&ev.instance);
-            self.runtime.masters.remove(&ev.instance)
+            self.runtime.masters.remove(&ev.instance).is_some()
         };
         if changed {
             let plan = Plan::build(&self.config, &self.runtime, Some(&self.plan.ids));
@@ -445,9 +440,14 @@ impl Agent {
         {
             bail!("interfaces or xdp_mode changed: restart the agent to apply them");
         }
-        // A new sync socket opens before anything changes: a bad interface
-        // refuses the reload.
-        let new_sync = start_sync(&mut self.dp, &config, self.sync.as_ref(), &self.sync_tx)?;
+        // A changed sync opens its socket before anything changes: a bad
+        // interface refuses the reload.
+        let new_sync =
+            if config.global.lvs_sync_daemon.as_ref() != self.sync.as_ref().map(|s| &s.config) {
+                Some(start_sync(&mut self.dp, &config, &self.sync_tx)?)
+            } else {
+                None
+            };
         let diff = plan.diff(Some(&self.plan));
         let changed = diff.upsert.len() + diff.remove.len();
         let planned = started.elapsed();
@@ -484,9 +484,9 @@ impl Agent {
     /// this node does not serve now: where it serves, its own entries are
     /// the ones in use.
     pub fn on_sync(&mut self, entries: Vec<sync::Entry>) -> Result<()> {
-        if self.sync.is_none() {
+        let Some(counters) = self.sync.as_ref().map(|s| s.counters.clone()) else {
             return Ok(());
-        }
+        };
         let now = sync::monotonic_ns();
         for e in entries {
             let found = self.plan.services.iter().find_map(|ps| {
@@ -505,7 +505,7 @@ impl Agent {
                     .map(|b| (spec.id, b.id))
             });
             let Some((service_id, backend_id)) = found else {
-                self.synced.1 += 1;
+                counters.ignored.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             let conn = e.conn(backend_id, service_id, now);
@@ -514,7 +514,7 @@ impl Agent {
             } else {
                 self.dp.install_flow(&e.key(), &conn)?;
             }
-            self.synced.0 += 1;
+            counters.installed.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -588,10 +588,9 @@ impl Agent {
             });
         }
         let vrrp = self.vrrp.as_ref().map(|v| v.status()).unwrap_or_default();
-        let sync_lost = if self.sync.is_some() {
-            self.dp.sync_lost()?
-        } else {
-            0
+        let sync = match &self.sync {
+            Some(s) => Some(s.status(self.dp.sync_lost()?)),
+            None => None,
         };
         let reasons = self
             .dp
@@ -618,21 +617,7 @@ impl Agent {
             vrrp,
             services,
             reasons,
-            sync: self.sync.as_ref().map(|s| {
-                let c = &s.counters;
-                let n =
-                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-                crate::status::SyncStatus {
-                    running: s.running(),
-                    lost: sync_lost,
-                    sent: n(&c.sent),
-                    send_errors: n(&c.send_errors),
-                    received: n(&c.received),
-                    installed: self.synced.0,
-                    ignored: self.synced.1,
-                    refused: n(&c.refused),
-                }
-            }),
+            sync,
         })
     }
 
@@ -780,26 +765,19 @@ type Purge = (
     u16,
 );
 
-/// Starts the connection sync `config` asks for, unless `running` already
-/// runs it: `Ok(None)` leaves things as they are, `Ok(Some(None))` stops a
-/// sync that is no longer configured.
+/// Starts the connection sync `config` asks for, if any.
 fn start_sync(
     dp: &mut Dataplane,
     config: &Config,
-    running: Option<&ConnSync>,
     tx: &mpsc::Sender<Vec<sync::Entry>>,
-) -> Result<Option<Option<ConnSync>>> {
-    let want = config.global.lvs_sync_daemon.as_ref();
-    if want == running.map(|s| &s.config) {
+) -> Result<Option<ConnSync>> {
+    let Some(cfg) = &config.global.lvs_sync_daemon else {
         return Ok(None);
-    }
-    let Some(cfg) = want else {
-        return Ok(Some(None));
     };
     let s = ConnSync::start(cfg, dp.sync_ring()?, tx.clone())
         .context("starting the connection sync")?;
     info!(interface = %cfg.interface, group = %cfg.group, port = cfg.port, id = cfg.id, "connection sync started");
-    Ok(Some(Some(s)))
+    Ok(Some(s))
 }
 
 /// Most health changes applied with one plan rebuild.

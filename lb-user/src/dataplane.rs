@@ -803,14 +803,9 @@ impl Dataplane {
         let rev = conn.reverse_key(key.proto);
         if let Some(old) = self.conn(key)? {
             let old_rev = old.reverse_key(key.proto);
-            if old_rev != rev {
-                let owned = self.nat(&old_rev)?.is_some_and(|n| {
-                    n.client_addr == key.src_addr && n.client_port == key.src_port
-                });
-                if owned {
-                    let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
-                    let _ = nats.remove(&old_rev);
-                }
+            if old_rev != rev && self.nat(&old_rev)?.is_some_and(|n| n.restores(key)) {
+                let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
+                let _ = nats.remove(&old_rev);
             }
         }
         let nat = Nat {
@@ -844,13 +839,11 @@ impl Dataplane {
         c.last_seen = now;
         let mut conns: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
         conns.insert(key, c, 0)?;
-        if let Some(mut n) = self.nat(&rev)? {
-            if n.client_addr == key.src_addr && n.client_port == key.src_port {
-                n.flags |= lb_common::CT_FIN;
-                n.last_seen = now;
-                let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
-                nats.insert(rev, n, 0)?;
-            }
+        if let Some(mut n) = self.nat(&rev)?.filter(|n| n.restores(key)) {
+            n.flags |= lb_common::CT_FIN;
+            n.last_seen = now;
+            let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
+            nats.insert(rev, n, 0)?;
         }
         Ok(true)
     }

@@ -19,14 +19,13 @@ use crate::{
 /// MASTER of, and which real servers are down.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Runtime {
-    /// VRRP instances in MASTER state.
-    pub masters: BTreeSet<String>,
+    /// VRRP instances in MASTER state, with the monotonic ns when each
+    /// became MASTER here (0 when not known: the config's hint).
+    pub masters: BTreeMap<String, u64>,
     /// Real servers failing their checks: (virtual server name, address, port).
     pub down: BTreeSet<(String, Ipv4Addr, u16)>,
     /// Weights set by `misc_dynamic` checks, overriding the config's.
     pub weights: BTreeMap<(String, Ipv4Addr, u16), u32>,
-    /// Monotonic ns when each instance in `masters` became MASTER here.
-    pub master_since: BTreeMap<String, u64>,
 }
 
 impl Runtime {
@@ -38,7 +37,7 @@ impl Runtime {
                 .vrrp_instances
                 .iter()
                 .filter(|i| i.state == crate::config::VrrpState::Master)
-                .map(|i| i.name.clone())
+                .map(|i| (i.name.clone(), 0))
                 .collect(),
             down: c
                 .virtual_servers
@@ -51,7 +50,6 @@ impl Runtime {
                 })
                 .collect(),
             weights: BTreeMap::new(),
-            master_since: BTreeMap::new(),
         }
     }
 }
@@ -234,7 +232,7 @@ fn plan_service(
     let enabled = v
         .vrrp_instance
         .as_ref()
-        .is_none_or(|i| rt.masters.contains(i));
+        .is_none_or(|i| rt.masters.contains_key(i));
     let mut flags = if enabled { SVC_ENABLED } else { 0 };
     if v.lb_algo == LbAlgo::Sh {
         flags |= SVC_SRC_HASH;
@@ -299,15 +297,12 @@ fn plan_service(
             snat_addrs: v.snat.addresses.clone(),
             snat_ports: v.snat.port_range().unwrap_or((1024, 65535)),
             backends,
-            since_ns: if enabled {
-                v.vrrp_instance
-                    .as_ref()
-                    .and_then(|i| rt.master_since.get(i))
-                    .copied()
-                    .unwrap_or(0)
-            } else {
-                0
-            },
+            since_ns: v
+                .vrrp_instance
+                .as_ref()
+                .and_then(|i| rt.masters.get(i))
+                .copied()
+                .unwrap_or(0),
         },
     }
 }

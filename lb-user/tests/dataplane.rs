@@ -248,6 +248,15 @@ fn exhausted_snat_pool_is_counted() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Every record waiting in the `SYNC` ring.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<SyncEntry> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        out.extend(lb_user::sync::record(&item));
+    }
+    out
+}
+
 /// The first SNAT port the data path tries for the client's TCP flow from
 /// `sport` to `svc` on port 80.
 fn first_snat_port(svc: &lb_user::dataplane::ServiceSpec, sport: u16) -> u16 {
@@ -295,11 +304,7 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
         format!("{b} got its taken first candidate")
     })?;
     ensure_eq!(got[2], first(c));
-    let mut records = Vec::new();
-    while let Some(item) = ring.next() {
-        // SAFETY: the ring holds SyncEntry records; the copy is unaligned.
-        records.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
-    }
+    let records = drain(&mut ring);
     ensure_eq!(records.len(), 1, "{records:?}");
     ensure_eq!(records[0].key, flow(CLIENT, b, 80, PROTO_TCP));
     ensure_eq!(u16::from_be(records[0].conn.snat_port), got[1]);
@@ -316,11 +321,7 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
             XDP_REDIRECT
         );
     }
-    let mut again = Vec::new();
-    while let Some(item) = ring.next() {
-        // SAFETY: as above.
-        again.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
-    }
+    let again = drain(&mut ring);
     ensure_eq!(
         again,
         records,
@@ -347,11 +348,7 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
         run_on(&mut dp, &tcp(reply, FIN, b""), lab.b0)?.0,
         XDP_REDIRECT
     );
-    let mut closes = Vec::new();
-    while let Some(item) = ring.next() {
-        // SAFETY: as above.
-        closes.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
-    }
+    let mut closes = drain(&mut ring);
     ensure_eq!(closes.len(), 1, "{closes:?}");
     // A refresh of the closing flow says it is closing; a backend's RST
     // ends it, and says so too.
@@ -364,10 +361,7 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
         run_on(&mut dp, &tcp(reply, RST, b""), lab.b0)?.0,
         XDP_REDIRECT
     );
-    while let Some(item) = ring.next() {
-        // SAFETY: as above.
-        closes.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) });
-    }
+    closes.extend(drain(&mut ring));
     ensure_eq!(closes.len(), 3, "{closes:?}");
     for r in &closes {
         ensure_eq!(r.key, records[0].key);
@@ -397,9 +391,7 @@ fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Failed>
         run(&mut dp, &tcp(from_client(e, 80), SYN, b"")).0,
         XDP_REDIRECT
     );
-    let all = ring
-        .next()
-        .map(|i| unsafe { std::ptr::read_unaligned(i.as_ptr() as *const SyncEntry) });
+    let all = ring.next().and_then(|i| lb_user::sync::record(&i));
     ensure_eq!(
         all.map(|r| (r.key, u16::from_be(r.conn.snat_port))),
         Some((flow(CLIENT, e, 80, PROTO_TCP), first(e)))
@@ -543,36 +535,39 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
     hold(&mut dp, 60000, p, before, 0)?;
     ensure_eq!(sport(&mut dp, by_first[&p][0], ACK)?, p);
     ensure_eq!(owner(&mut dp, p)?, by_first[&p][0]);
+    // The holder from `holder` (last seen at `last_seen`, with `flags`)
+    // keeps its port against the next hashed client's packet.
+    let mut kept = |dp: &mut Dataplane,
+                    holder: u16,
+                    last_seen: u64,
+                    flags: u32,
+                    tcp_flags,
+                    why: &str|
+     -> Result<(), Failed> {
+        let p = next_port()?;
+        hold(dp, holder, p, last_seen, flags)?;
+        check(sport(dp, by_first[&p][0], tcp_flags)? != p, || why.into())?;
+        ensure_eq!(owner(dp, p)?, holder);
+        Ok(())
+    };
     // Seen since the takeover (within a refresh interval): kept.
-    let p = next_port()?;
-    hold(&mut dp, 60001, p, now - 500_000_000, 0)?;
-    check(sport(&mut dp, by_first[&p][0], ACK)? != p, || {
-        "took a live port".into()
-    })?;
-    ensure_eq!(owner(&mut dp, p)?, 60001);
+    kept(
+        &mut dp,
+        60001,
+        now - 500_000_000,
+        0,
+        ACK,
+        "took a live port",
+    )?;
     // A SYN is a new flow here, not a takeover: it never reclaims.
-    let p = next_port()?;
-    hold(&mut dp, 60002, p, before, 0)?;
-    check(sport(&mut dp, by_first[&p][0], SYN)? != p, || {
-        "a SYN reclaimed".into()
-    })?;
-    ensure_eq!(owner(&mut dp, p)?, 60002);
+    kept(&mut dp, 60002, before, 0, SYN, "a SYN reclaimed")?;
     // A synced entry (the peer reports its close) is never reclaimed so.
-    let p = next_port()?;
-    hold(&mut dp, 60003, p, before, lb_common::CT_SYNCED)?;
-    check(sport(&mut dp, by_first[&p][0], ACK)? != p, || {
-        "took a synced port".into()
-    })?;
-    ensure_eq!(owner(&mut dp, p)?, 60003);
+    let synced = lb_common::CT_SYNCED;
+    kept(&mut dp, 60003, before, synced, ACK, "took a synced port")?;
     // Without the sync, nothing says the peer gave the port away.
     cfg.flags = 0;
     dp.set_config(cfg)?;
-    let p = next_port()?;
-    hold(&mut dp, 60004, p, before, 0)?;
-    check(sport(&mut dp, by_first[&p][0], ACK)? != p, || {
-        "reclaimed without sync".into()
-    })?;
-    ensure_eq!(owner(&mut dp, p)?, 60004);
+    kept(&mut dp, 60004, before, 0, ACK, "reclaimed without sync")?;
     Ok(())
 }
 

@@ -4,10 +4,12 @@
 //! Both nodes derive a flow's backend and first SNAT candidate from the same
 //! seeded hash, so a node that takes over a VIP rebuilds most flows'
 //! mappings from their next packet alone. A flow whose first candidate was
-//! taken got another port, which the peer cannot guess: the data path
-//! reports those flows on its `SYNC` ring, and this module multicasts them
+//! taken got another port, which the peer cannot guess, and a silent flow
+//! can lose its port to the new master's new flows: the data path reports
+//! synced flows (every flow by default, else the first kind) on its `SYNC`
+//! ring as they start, live on and close, and this module multicasts them
 //! to the peer, which installs them for the services it does not serve
-//! now; their close and, while they live, a refresh follow. The channel is
+//! now. The channel is
 //! unauthenticated, like keepalived's: run it on a link you trust. A
 //! received flow is installed only for a configured service, backend and
 //! SNAT pool.
@@ -43,6 +45,10 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Flows the ring held that could not be sent.
     pub send_errors: AtomicU64,
+    /// Received flows written to the data path (the agent counts them).
+    pub installed: AtomicU64,
+    /// Received flows not written: served here, or unknown here.
+    pub ignored: AtomicU64,
 }
 
 /// The running sync: a task that sends what the data path reports and
@@ -54,9 +60,20 @@ pub struct ConnSync {
 }
 
 impl ConnSync {
-    /// Whether the task still runs.
-    pub fn running(&self) -> bool {
-        !self.task.is_finished()
+    /// What `status` shows; `lost` is the data path's count.
+    pub fn status(&self, lost: u64) -> crate::status::SyncStatus {
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        crate::status::SyncStatus {
+            running: !self.task.is_finished(),
+            lost,
+            sent: n(&c.sent),
+            send_errors: n(&c.send_errors),
+            received: n(&c.received),
+            installed: n(&c.installed),
+            ignored: n(&c.ignored),
+            refused: n(&c.refused),
+        }
     }
 }
 
@@ -131,12 +148,7 @@ async fn run(
                 };
                 let r = guard.get_inner_mut();
                 while let Some(item) = r.next() {
-                    if item.len() >= std::mem::size_of::<SyncEntry>() {
-                        // SAFETY: the ring holds SyncEntry records written by
-                        // the data path; read_unaligned copies the bytes.
-                        let e = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) };
-                        pending.push(Entry::from_ring(&e));
-                    }
+                    pending.extend(record(&item).map(|e| Entry::from_ring(&e)));
                 }
                 guard.clear_ready();
                 for chunk in pending.chunks(wire::MAX_ENTRIES) {
@@ -184,6 +196,14 @@ async fn run(
             }
         }
     }
+}
+
+/// The record in one item of the `SYNC` ring; `None` if it is too short.
+pub fn record(item: &[u8]) -> Option<SyncEntry> {
+    // SAFETY: the length is checked; any bytes are a valid SyncEntry (Pod),
+    // and read_unaligned copies them out of the ring.
+    (item.len() >= std::mem::size_of::<SyncEntry>())
+        .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) })
 }
 
 /// Whether `a` is in the SNAT pool `addrs` × `ports`.

@@ -15,6 +15,8 @@ use std::net::Ipv4Addr;
 
 use lb_common::{Conn, FlowKey, SyncEntry, CT_FIN, CT_SYNCED};
 
+use crate::dataplane::{addr_of as addr, be_addr as raw};
+
 /// The only version.
 pub const VERSION: u8 = 1;
 const HEADER_LEN: usize = 8;
@@ -55,14 +57,6 @@ pub struct Entry {
     pub proto: u8,
     /// The flow closed (FIN or RST) on the sender.
     pub closed: bool,
-}
-
-fn addr(a: u32) -> Ipv4Addr {
-    Ipv4Addr::from(a.to_ne_bytes())
-}
-
-fn raw(a: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(a.octets())
 }
 
 impl Entry {
