@@ -5,18 +5,23 @@
 //! saved packet back before every run and tail-calls the program under test;
 //! `restore_only` does the same work without the call, so its time can be
 //! subtracted. `baseline` is the bare forwarder the ratios are taken against.
+//! `insert_one` and `insert_two` are the kernel's floor for a new flow: the
+//! baseline plus one or two connection-table inserts and nothing else.
 //! `tx` and `forward` are the packet generator and the bare forwarder of the
 //! lab's packets-per-second benchmark.
 #![no_std]
 #![no_main]
+// Map keys and values are passed by reference on purpose: no copies in BPF.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::generated::bpf_xdp_store_bytes,
+    bindings::{xdp_action, BPF_ANY},
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_store_bytes},
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
+use lb_common::{Conn, FlowKey};
 
 /// The packet to restore, its length, and whether to vary the source per run.
 #[repr(C)]
@@ -87,6 +92,75 @@ pub fn restore_only(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     xdp_action::XDP_TX
+}
+
+/// The floor programs' tables: the connection table's key, value, map type
+/// and (set at load) size.
+#[map]
+static FLOOR_A: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(1 << 21, 0);
+#[map]
+static FLOOR_B: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(1 << 21, 0);
+
+/// The baseline plus `inserts` (1 or 2) inserts of the packet's 5-tuple,
+/// as a new flow must write: what the kernel's tables cost, with no
+/// balancing work. One is what a DSR balancer writes per new flow, two what
+/// FULLNAT must (the connection and the reverse NAT entry).
+#[inline(always)]
+fn insert_floor(ctx: &XdpContext, inserts: u32) -> u32 {
+    let start = ctx.data();
+    if start + 38 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    unsafe {
+        if *((start + 12) as *const u16) != 0x0800u16.to_be()
+            || *((start + 14) as *const u8) != 0x45
+        {
+            return xdp_action::XDP_PASS;
+        }
+        let ip = |off: usize| core::ptr::read_unaligned((start + off) as *const u32);
+        let port = |off: usize| core::ptr::read_unaligned((start + off) as *const u16);
+        let key = FlowKey::new(
+            ip(26),
+            ip(30),
+            port(34),
+            port(36),
+            *((start + 23) as *const u8),
+        );
+        let conn = Conn {
+            last_seen: bpf_ktime_get_ns(),
+            ..Default::default()
+        };
+        if FLOOR_A.insert(&key, &conn, BPF_ANY as u64).is_err() {
+            return xdp_action::XDP_ABORTED;
+        }
+        if inserts > 1 {
+            let rkey = FlowKey::new(
+                key.dst_addr,
+                key.src_addr,
+                key.dst_port,
+                key.src_port,
+                key.proto,
+            );
+            if FLOOR_B.insert(&rkey, &conn, BPF_ANY as u64).is_err() {
+                return xdp_action::XDP_ABORTED;
+            }
+        }
+        let eth = start as *mut [u8; 6];
+        let dst = *eth;
+        *eth = *eth.add(1);
+        *eth.add(1) = dst;
+    }
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn insert_one(ctx: XdpContext) -> u32 {
+    insert_floor(&ctx, 1)
+}
+
+#[xdp]
+pub fn insert_two(ctx: XdpContext) -> u32 {
+    insert_floor(&ctx, 2)
 }
 
 /// Passes everything: test hosts attach it to their veth ends, because frames

@@ -255,12 +255,20 @@ fn fixed_close(lab: &Lab, target: &str) -> Result<Sample> {
     })
 }
 
-fn xlb_config() -> String {
-    let mode = std::env::var("L4_XDP_MODE").unwrap_or_else(|_| "native".into());
-    let backends: usize = std::env::var("L4_XLB_BACKENDS")
+/// How many backends the balancers (xlb, nginx, HAProxy) spread over:
+/// `L4_BACKENDS`, 1 to 3, default all three. With 1 every setup talks to b1
+/// alone, as direct does, so the CPU added is the balancer's own work only.
+fn lb_backends() -> usize {
+    std::env::var("L4_BACKENDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(BACKENDS);
+        .filter(|n| (1..=BACKENDS).contains(n))
+        .unwrap_or(BACKENDS)
+}
+
+fn xlb_config() -> String {
+    let mode = std::env::var("L4_XDP_MODE").unwrap_or_else(|_| "native".into());
+    let backends = lb_backends();
     let service = |name: &str, port: u16, proto: &str| {
         let mut s = format!(
             "  - name: {name}\n    vip: {VIP}\n    port: {port}\n    protocol: {proto}\n    \
@@ -296,7 +304,7 @@ fn xlb_config() -> String {
 fn nginx_conf(dir: &Path) -> String {
     let d = dir.display();
     let ups = |port: u16| {
-        (0..BACKENDS)
+        (0..lb_backends())
             .map(|b| format!("server {}:{port};", backend_addr(b)))
             .collect::<Vec<_>>()
             .join(" ")
@@ -315,7 +323,7 @@ fn nginx_conf(dir: &Path) -> String {
 }
 
 fn haproxy_conf() -> String {
-    let servers: String = (0..BACKENDS)
+    let servers: String = (0..lb_backends())
         .map(|b| format!("  server b{} {}:80\n", b + 1, backend_addr(b)))
         .collect();
     format!(
@@ -591,7 +599,10 @@ fn main() -> Result<()> {
     let rounds = if std::env::args().any(|a| a == "pps" || a == "stamina") {
         0
     } else {
-        ROUNDS
+        std::env::var("L4_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ROUNDS)
     };
     // A narrowed run prints its samples and writes no report.
     let partial = std::env::var_os("L4_SETUPS").is_some() || std::env::var_os("L4_TESTS").is_some();
@@ -652,6 +663,7 @@ fn main() -> Result<()> {
     }
     let only_stamina = std::env::args().any(|a| a == "stamina");
     if partial && !only_stamina {
+        summary(&results);
         return Ok(());
     }
     let stamina = if rounds > 0 || only_stamina {
@@ -744,6 +756,57 @@ fn stamina(lab: &Lab, dir: &Path) -> Result<Vec<(String, Sample)>> {
         std::thread::sleep(Duration::from_secs(2));
     }
     Ok(out)
+}
+
+/// A narrowed run's summary: per test, each setup's median CPU per 1,000
+/// requests, what it adds over direct, and xlb's added CPU as a fraction
+/// of nginx's and HAProxy's, per round (rounds are interleaved) and as the
+/// ratio of the medians.
+fn summary(results: &[Vec<Vec<Sample>>]) {
+    let ix = |name: &str| SETUPS.iter().position(|s| *s == name).unwrap();
+    println!("\nbackends behind each balancer: {}", lb_backends());
+    for (ti, test) in TESTS.iter().enumerate() {
+        let cpu = |setup: &str| -> Vec<f64> {
+            results[ix(setup)][ti]
+                .iter()
+                .map(|s| s.cpu_ms_per_1k)
+                .collect()
+        };
+        let direct = cpu("direct");
+        let mut line = format!("{test}: CPU ms/1k, medians:");
+        for setup in SETUPS {
+            let c = cpu(setup);
+            if c.is_empty() {
+                continue;
+            }
+            let _ = write!(line, " {setup} {:.1}", median(&c));
+            if !direct.is_empty() && setup != "direct" {
+                let _ = write!(line, " ({:+.1})", median(&c) - median(&direct));
+            }
+        }
+        if cpu("xlb").is_empty() && cpu("direct").is_empty() {
+            continue;
+        }
+        println!("{line}");
+        for peer in ["nginx", "haproxy"] {
+            let (x, p) = (cpu("xlb"), cpu(peer));
+            if direct.is_empty() || x.is_empty() || p.is_empty() {
+                continue;
+            }
+            let rounds: Vec<String> = direct
+                .iter()
+                .zip(&x)
+                .zip(&p)
+                .map(|((d, x), p)| format!("{:.2}", (x - d) / (p - d)))
+                .collect();
+            let d = median(&direct);
+            println!(
+                "  xlb's added CPU / {peer}'s: {:.2} (medians); per round: {}",
+                (median(&x) - d) / (median(&p) - d),
+                rounds.join(", ")
+            );
+        }
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
