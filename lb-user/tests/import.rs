@@ -187,6 +187,44 @@ fn output_file_and_unreadable_input() {
     assert!(stderr.starts_with("xlb: no-such.conf: "), "{stderr}");
 }
 
+/// The older per-instance `lvs_sync_daemon_interface` becomes the sync of
+/// the first instance that names it, the others reported; a url `path`
+/// that is not a path is reported and dropped, not left for `xlb check` to
+/// refuse (found by `random_input_never_panics`).
+#[test]
+fn old_sync_form_and_bad_url_path() {
+    let conf = "vrrp_instance A {\n interface eth0\n virtual_router_id 1\n priority 100\n\
+                \x20lvs_sync_daemon_interface eth0\n virtual_ipaddress {\n  10.0.0.1/24\n }\n}\n\
+                vrrp_instance B {\n interface eth1\n virtual_router_id 2\n priority 100\n\
+                \x20lvs_sync_daemon_interface eth1\n virtual_ipaddress {\n  10.0.1.1/24\n }\n}\n\
+                virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 10.0.2.1 80 {\n\
+                \x20 HTTP_GET {\n   url {\n    path health\n   }\n   url {\n    path /ok\n   }\n  }\n }\n}\n";
+    let mut fs = MemFiles::new();
+    fs.add("/k/keepalived.conf", conf.to_string());
+    let opts = options(&["--snat-address", "10.0.0.2"]);
+    let imp = import::import(Path::new("/k/keepalived.conf"), &opts, &fs).unwrap();
+    let sync = imp.config.global.lvs_sync_daemon.as_ref().expect("sync");
+    assert_eq!(
+        (sync.interface.as_str(), sync.vrrp_instance.as_str()),
+        ("eth0", "A")
+    );
+    let report = imp.report.join("\n");
+    assert!(
+        report.contains(":14: dropped: lvs_sync_daemon_interface eth1: one sync runs, the one of vrrp_instance A"),
+        "{report}"
+    );
+    assert!(
+        report.contains(":24: dropped: path health: not a path that starts with /; ignored"),
+        "{report}"
+    );
+    let http = imp.config.virtual_servers[0].real_servers[0]
+        .http_get
+        .as_ref()
+        .expect("http_get");
+    assert_eq!(http.path, "/ok");
+    config::parse(&imp.yaml, "k.yaml").unwrap();
+}
+
 /// Small and deterministic (xorshift64).
 struct Rng(u64);
 

@@ -137,8 +137,6 @@ const STRICT: &str = "not carried over: xlb has no strict mode (it accepts unica
 const EMAIL: &str = "e-mail notification is not supported; a notify script can send mail";
 const GARP: &str = "not supported: xlb sends gratuitous ARPs on becoming MASTER only \
                     (garp_master_repeat, garp_master_delay)";
-const SYNC: &str =
-    "not carried over: write it as global_defs lvs_sync_daemon <interface> <instance>";
 const USER: &str = "not carried over: scripts run as the agent's user";
 
 /// Report items and argument checks.
@@ -556,14 +554,7 @@ fn lvs_sync_daemon(cx: &mut Cx, n: &Node) -> Option<SyncDaemon> {
         );
         return None;
     };
-    let mut s = SyncDaemon {
-        interface: iface.text.clone(),
-        vrrp_instance: inst.text.clone(),
-        id: 0,
-        port: 8848,
-        group: Ipv4Addr::new(224, 0, 0, 81),
-        all_flows: true,
-    };
+    let mut s = sync_daemon(iface.text.clone(), inst.text.clone());
     let mut it = rest.iter();
     while let Some(k) = it.next() {
         let Some(v) = it.next() else {
@@ -593,6 +584,18 @@ fn lvs_sync_daemon(cx: &mut Cx, n: &Node) -> Option<SyncDaemon> {
         }
     }
     Some(s)
+}
+
+/// The sync on `interface`, following `instance`, with keepalived's defaults.
+fn sync_daemon(interface: String, vrrp_instance: String) -> SyncDaemon {
+    SyncDaemon {
+        interface,
+        vrrp_instance,
+        id: 0,
+        port: 8848,
+        group: Ipv4Addr::new(224, 0, 0, 81),
+        all_flows: true,
+    }
 }
 
 /// A `vrrp_script`.
@@ -765,6 +768,8 @@ struct KInstance {
     vips: Vec<KVip>,
     tracks: Vec<KTrack>,
     sync_group: Option<(String, Vec<String>)>,
+    /// The old `lvs_sync_daemon_interface`: the sync follows this instance.
+    sync_iface: Option<(Pos, String)>,
 }
 
 fn vrrp_instance(cx: &mut Cx, n: &Node) -> Option<KInstance> {
@@ -790,6 +795,7 @@ fn vrrp_instance(cx: &mut Cx, n: &Node) -> Option<KInstance> {
         vips: vec![],
         tracks: vec![],
         sync_group: None,
+        sync_iface: None,
     };
     k.i.name = name;
     for c in cx.block(n, 1) {
@@ -936,7 +942,9 @@ fn vrrp_instance(cx: &mut Cx, n: &Node) -> Option<KInstance> {
                     cx.unsupported(c, STRICT);
                 }
             }
-            "lvs_sync_daemon_interface" => cx.unsupported(c, SYNC),
+            "lvs_sync_daemon_interface" => {
+                k.sync_iface = cx.text(c).map(|i| (c.pos(), i)).or(k.sync_iface.take())
+            }
             "mcast_src_ip" => cx.unsupported(
                 c,
                 "not supported: adverts leave from the interface's own address (unicast_src_ip is for unicast)",
@@ -1886,7 +1894,13 @@ fn url(cx: &mut Cx, c: &Node, urls: &[&Node], h: &mut HttpGet, ann: &mut Ann) ->
         let mut vhost = None;
         for o in cx.block(u, 0) {
             match o.name() {
-                "path" => path = cx.text(o).or(path),
+                "path" => match cx.value(o) {
+                    // keepalived would send it as is: not a request line a
+                    // server answers.
+                    Some(w) if !w.text.starts_with('/') => cx.bad(o, w, "not a path that starts with /"),
+                    Some(w) => path = Some(w.text.clone()),
+                    None => {}
+                },
                 "digest" => match cx.value(o) {
                     Some(w) if w.text.len() == 32 && w.text.bytes().all(|b| b.is_ascii_hexdigit()) => {
                         digest = Some(w.text.to_ascii_lowercase())
@@ -2292,7 +2306,7 @@ fn finish_instance(
 fn resolve(
     cx: &mut Cx,
     opts: &Options,
-    g: Globals,
+    mut g: Globals,
     scripts: Vec<KScript>,
     kinstances: Vec<KInstance>,
     servers: Vec<KServer>,
@@ -2332,9 +2346,13 @@ fn resolve(
     let mut vip_sets: Vec<Vec<Ipv4Addr>> = vec![];
     // The first instance that names its interface: (instance, interface).
     let mut named_iface: Option<(String, String)> = None;
+    // The old per-instance form of `lvs_sync_daemon`: (where, interface, instance).
+    let mut old_syncs: Vec<(Pos, String, String)> = vec![];
     for k in kinstances {
         let explicit = k.interface.clone();
+        let old_sync = k.sync_iface.clone().map(|(p, i)| (p, i, k.name.clone()));
         if let Some((i, a, t, v)) = finish_instance(cx, &g, k, &c.vrrp_instances) {
+            old_syncs.extend(old_sync);
             if let (None, Some(x)) = (&named_iface, explicit) {
                 named_iface = Some((i.name.clone(), x));
             }
@@ -2344,10 +2362,40 @@ fn resolve(
             vip_sets.push(v);
         }
     }
+    // keepalived reads `lvs_sync_daemon_interface X` in an instance as
+    // `lvs_sync_daemon X <that instance>`; the global form wins, and there
+    // is one sync daemon.
+    let global_sync = g.sync.is_some();
+    for (pos, iface, inst) in old_syncs {
+        if global_sync {
+            cx.dropped(
+                pos,
+                format!("lvs_sync_daemon_interface {iface}: global_defs lvs_sync_daemon is used instead"),
+            );
+        } else if let Some((_, first)) = &g.sync {
+            cx.dropped(
+                pos,
+                format!(
+                    "lvs_sync_daemon_interface {iface}: one sync runs, the one of vrrp_instance {}",
+                    first.vrrp_instance
+                ),
+            );
+        } else {
+            g.sync = Some((pos, sync_daemon(iface, inst)));
+        }
+    }
     if let Some((pos, sd)) = &g.sync {
         if c.vrrp_instances.iter().any(|v| v.name == sd.vrrp_instance) {
             c.global.lvs_sync_daemon = Some(sd.clone());
-            ann.trail("global.lvs_sync_daemon", "keepalived: lvs_sync_daemon");
+            let from = if global_sync {
+                "keepalived: lvs_sync_daemon".to_string()
+            } else {
+                format!(
+                    "keepalived: lvs_sync_daemon_interface in {}",
+                    sd.vrrp_instance
+                )
+            };
+            ann.trail("global.lvs_sync_daemon", from);
         } else {
             cx.dropped(
                 *pos,
