@@ -94,6 +94,18 @@ pub fn restore_only(ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
+/// Swaps the Ethernet addresses of the frame at `start`.
+///
+/// # Safety
+/// `start` points at a frame of at least 12 bytes.
+#[inline(always)]
+unsafe fn swap_macs(start: usize) {
+    let eth = start as *mut [u8; 6];
+    let dst = *eth;
+    *eth = *eth.add(1);
+    *eth.add(1) = dst;
+}
+
 /// The floor programs' tables: the connection table's key, value, map type
 /// and (set at load) size.
 #[map]
@@ -145,10 +157,7 @@ fn insert_floor(ctx: &XdpContext, inserts: u32) -> u32 {
                 return xdp_action::XDP_ABORTED;
             }
         }
-        let eth = start as *mut [u8; 6];
-        let dst = *eth;
-        *eth = *eth.add(1);
-        *eth.add(1) = dst;
+        swap_macs(start);
     }
     xdp_action::XDP_TX
 }
@@ -184,10 +193,7 @@ pub fn baseline(ctx: XdpContext) -> u32 {
         {
             return xdp_action::XDP_PASS;
         }
-        let eth = start as *mut [u8; 6];
-        let dst = *eth;
-        *eth = *eth.add(1);
-        *eth.add(1) = dst;
+        swap_macs(start);
     }
     xdp_action::XDP_TX
 }

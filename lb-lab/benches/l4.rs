@@ -21,7 +21,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lb_lab::lab::{self, backend_addr, Lab, Options, BACKENDS, VIP};
+use lb_lab::lab::{self, backend_addr, Lab, BACKENDS, VIP};
 
 const SECS: u32 = 5;
 const ROUNDS: usize = 3;
@@ -85,22 +85,11 @@ fn busy_ms_since(m: &CpuMark) -> Result<f64> {
     let now = cpu_mark()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let wall = now.at.duration_since(m.at).as_secs_f64() * 1000.0 * cpus;
-    let idle = (now.not_busy - m.not_busy) as f64 / ticks_per_sec() * 1000.0;
+    let idle = (now.not_busy - m.not_busy) as f64 / lab::ticks_per_sec() * 1000.0;
     Ok((wall - idle).max(0.0))
 }
 
 /// User + system CPU ms of process `pid` (and its reaped children).
-fn process_ms(pid: u32) -> f64 {
-    // utime and stime.
-    let ticks = [14, 15].map(|f| lab::stat_field(pid, f).unwrap_or(0));
-    (ticks[0] + ticks[1]) as f64 / ticks_per_sec() * 1000.0
-}
-
-fn ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no memory preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
-}
-
 /// `12.5us`, `3.1ms`, `1.2s` → ms.
 fn wrk_ms(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -581,14 +570,8 @@ fn main() -> Result<()> {
         lb_lab::netns::sh(&["sh", "-c", &format!("command -v {tool}")])
             .with_context(|| format!("{tool} is not installed: run `cargo xtask setup`"))?;
     }
-    let prefix = format!("xlbb-{}", std::process::id());
-    let dir = lab::state_dir(&prefix);
-    let lab = Lab::build(Options {
-        prefix: prefix.clone(),
-        xlb: lab::find_xlb()?,
-        config: dir.join("bench.yaml"),
-        native_pass: true,
-    })?;
+    let lab = Lab::for_bench("l4", true)?;
+    let dir = lab.dir.clone();
     std::fs::write(&lab.opts.config, xlb_config())?;
     // The VIP on lb1, for ARP: XDP serves it for xlb, the proxies listen on it.
     lab.lbs[0].ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"])?;
@@ -633,9 +616,12 @@ fn main() -> Result<()> {
                     "direct" | "hop" => None,
                     other => lab.pid(&format!("proxy-{other}")),
                 };
-                let proc_before = lb_proc.map(process_ms);
+                let proc_before = lb_proc.map(lab::cpu_ms);
                 if let Some(s) = measure(&lab, &dir, setup, test)? {
-                    let proc_ms = lb_proc.map(process_ms).zip(proc_before).map(|(a, b)| a - b);
+                    let proc_ms = lb_proc
+                        .map(lab::cpu_ms)
+                        .zip(proc_before)
+                        .map(|(a, b)| a - b);
                     println!(
                         "round {} {setup:<8} {test:<15} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {:>6.1} ms/1k  errors {}  LB process {} ms",
                         round + 1,

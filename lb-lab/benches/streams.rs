@@ -14,7 +14,7 @@ use std::{process::Command, thread, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use lb_lab::{
-    lab::{self, in_ns, Lab, Options, LBS, VIP},
+    lab::{self, in_ns, Lab, LBS, VIP},
     traffic::Stream,
 };
 
@@ -68,14 +68,7 @@ fn config(sync: Sync) -> Result<String> {
 }
 
 fn trial(sync: Sync, n: usize) -> Result<Trial> {
-    let prefix = format!("xlbb-{}-streams{n}", std::process::id());
-    let dir = lab::state_dir(&prefix);
-    let lab = Lab::build(Options {
-        prefix: prefix.clone(),
-        xlb: lab::find_xlb()?,
-        config: dir.join("streams.yaml"),
-        native_pass: false,
-    })?;
+    let lab = Lab::for_bench(&format!("streams{n}"), false)?;
     std::fs::write(&lab.opts.config, config(sync)?)?;
     for i in 0..LBS {
         lab.start_agent(i)?;

@@ -103,6 +103,18 @@ pub fn stat_field(pid: u32, n: usize) -> Option<u64> {
         .ok()
 }
 
+/// User + system CPU time of process `pid` so far, in ms (0 if it is gone).
+pub fn cpu_ms(pid: u32) -> f64 {
+    let ticks = [14, 15].map(|f| stat_field(pid, f).unwrap_or(0));
+    (ticks[0] + ticks[1]) as f64 / ticks_per_sec() * 1000.0
+}
+
+/// The clock ticks of `/proc` times per second.
+pub fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no memory preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
 fn start_time(pid: u32) -> Option<u64> {
     stat_field(pid, 22)
 }
@@ -187,6 +199,19 @@ pub fn wait_tcp(ns: &Netns, addr: SocketAddrV4, limit: Duration) -> Result<()> {
 }
 
 impl Lab {
+    /// A benchmark's lab: prefix `xlbb-PID-TAG`, the agents' config at
+    /// `TAG.yaml` in its state directory (for the caller to write).
+    pub fn for_bench(tag: &str, native_pass: bool) -> Result<Lab> {
+        let prefix = format!("xlbb-{}-{tag}", std::process::id());
+        let config = state_dir(&prefix).join(format!("{tag}.yaml"));
+        Lab::build(Options {
+            prefix,
+            xlb: find_xlb()?,
+            config,
+            native_pass,
+        })
+    }
+
     /// Builds the topology and starts the backends' servers. Leftovers of an
     /// earlier lab with the same prefix are removed first.
     pub fn build(opts: Options) -> Result<Lab> {

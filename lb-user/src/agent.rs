@@ -488,6 +488,7 @@ impl Agent {
             return Ok(());
         };
         let now = sync::monotonic_ns();
+        let mut flows = Vec::with_capacity(entries.len());
         for e in entries {
             let found = self.plan.services.iter().find_map(|ps| {
                 let spec = &ps.spec;
@@ -508,14 +509,17 @@ impl Agent {
                 counters.ignored.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let conn = e.conn(backend_id, service_id, now);
-            if e.closed {
-                self.dp.close_flow(&e.key(), &conn, now)?;
-            } else {
-                self.dp.install_flow(&e.key(), &conn)?;
-            }
-            counters.installed.fetch_add(1, Ordering::Relaxed);
+            flows.push(crate::dataplane::SyncedFlow {
+                key: e.key(),
+                conn: e.conn(backend_id, service_id, now),
+                closed: e.closed,
+            });
         }
+        // One datagram's flows with one write per map.
+        self.dp.apply_synced(&flows, now)?;
+        counters
+            .installed
+            .fetch_add(flows.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use aya::{
         xdp::XdpLink,
         Xdp, XdpMode,
     },
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
 };
 use lb_common::{
     Backend, Config, Conn, FlowKey, Nat, Reason, Service, ServiceKey, Traffic, MAX_SNAT_ADDRS,
@@ -319,6 +319,17 @@ impl Drop for Window {
         // SAFETY: unmapping what new() mapped.
         unsafe { libc::munmap(self.base, self.bytes) };
     }
+}
+
+/// One flow of a peer's connection sync, for [`Dataplane::apply_synced`].
+#[derive(Clone, Copy, Debug)]
+pub struct SyncedFlow {
+    /// Client → VIP.
+    pub key: FlowKey,
+    /// The mapping the peer gave it.
+    pub conn: Conn,
+    /// The peer saw it close.
+    pub closed: bool,
 }
 
 /// The loaded program and its maps.
@@ -795,57 +806,183 @@ impl Dataplane {
         lookup(m.get(key, 0))
     }
 
-    /// Writes the entries of a flow another node set up, as the data path
-    /// would have: the NAT entry first, so replies are restored as soon as
-    /// the flow's packets are forwarded. A different earlier mapping of the
-    /// same flow gives up its NAT entry.
+    /// Writes the entries of a flow another node set up; see
+    /// [`Dataplane::apply_synced`].
     pub fn install_flow(&mut self, key: &FlowKey, conn: &Conn) -> Result<()> {
-        let rev = conn.reverse_key(key.proto);
-        if let Some(old) = self.conn(key)? {
-            let old_rev = old.reverse_key(key.proto);
-            if old_rev != rev && self.nat(&old_rev)?.is_some_and(|n| n.restores(key)) {
-                let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
-                let _ = nats.remove(&old_rev);
-            }
-        }
-        let nat = Nat {
-            client_addr: key.src_addr,
-            vip_addr: key.dst_addr,
-            client_port: key.src_port,
-            vip_port: key.dst_port,
-            backend_id: conn.backend_id,
-            service_id: conn.service_id,
-            flags: conn.flags,
-            last_seen: conn.last_seen,
+        let flow = SyncedFlow {
+            key: *key,
+            conn: *conn,
+            closed: false,
         };
-        let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
-        nats.insert(rev, nat, 0)?;
-        let mut conns: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
-        conns.insert(key, conn, 0)?;
-        Ok(())
+        self.apply_synced(&[flow], 0).map(|_| ())
     }
 
     /// Gives a flow another node saw close the short FIN timeout, if it is
     /// still mapped as `conn` says. Returns whether it was.
     pub fn close_flow(&mut self, key: &FlowKey, conn: &Conn, now: u64) -> Result<bool> {
-        let rev = conn.reverse_key(key.proto);
-        let Some(mut c) = self.conn(key)? else {
-            return Ok(false);
+        let flow = SyncedFlow {
+            key: *key,
+            conn: *conn,
+            closed: true,
         };
-        if c.reverse_key(key.proto) != rev {
-            return Ok(false);
+        Ok(self.apply_synced(&[flow], now)? == 1)
+    }
+
+    /// Applies flows another node reported, in order, as the data path
+    /// would have written them:
+    /// - a flow set up gets its NAT and connection entries, and a different
+    ///   earlier mapping of it gives up its NAT entry;
+    /// - a flow closed gets the FIN timeout from `now` in both entries, if
+    ///   it is still mapped as the record says.
+    ///
+    /// Each flow's lookups see the flows before it; the writes go out
+    /// together, one batch per map, the NAT entries first so replies are
+    /// restored as soon as a flow's packets are forwarded. Returns how many
+    /// flows were applied.
+    pub fn apply_synced(&mut self, flows: &[SyncedFlow], now: u64) -> Result<usize> {
+        // This call's writes, seen before the maps; None is a removal.
+        let mut conns: std::collections::HashMap<FlowKey, Conn> = Default::default();
+        let mut nats: std::collections::HashMap<FlowKey, Option<Nat>> = Default::default();
+        let mut applied = 0;
+        for f in flows {
+            let (key, proto) = (&f.key, f.key.proto);
+            let rev = f.conn.reverse_key(proto);
+            let current = match conns.get(key) {
+                Some(c) => Some(*c),
+                None => self.conn(key)?,
+            };
+            if f.closed {
+                let Some(mut c) = current.filter(|c| c.reverse_key(proto) == rev) else {
+                    continue;
+                };
+                c.flags |= lb_common::CT_FIN;
+                c.last_seen = now;
+                conns.insert(*key, c);
+                if let Some(mut n) = self.nat_seen(&nats, &rev)?.filter(|n| n.restores(key)) {
+                    n.flags |= lb_common::CT_FIN;
+                    n.last_seen = now;
+                    nats.insert(rev, Some(n));
+                }
+            } else {
+                if let Some(old) = current {
+                    let old_rev = old.reverse_key(proto);
+                    if old_rev != rev
+                        && self
+                            .nat_seen(&nats, &old_rev)?
+                            .is_some_and(|n| n.restores(key))
+                    {
+                        nats.insert(old_rev, None);
+                    }
+                }
+                let c = &f.conn;
+                let nat = Nat {
+                    client_addr: key.src_addr,
+                    vip_addr: key.dst_addr,
+                    client_port: key.src_port,
+                    vip_port: key.dst_port,
+                    backend_id: c.backend_id,
+                    service_id: c.service_id,
+                    flags: c.flags,
+                    last_seen: c.last_seen,
+                };
+                nats.insert(rev, Some(nat));
+                conns.insert(*key, *c);
+            }
+            applied += 1;
         }
-        c.flags |= lb_common::CT_FIN;
-        c.last_seen = now;
-        let mut conns: HashMap<&mut MapData, FlowKey, Conn> = self.map("CONNS")?;
-        conns.insert(key, c, 0)?;
-        if let Some(mut n) = self.nat(&rev)?.filter(|n| n.restores(key)) {
-            n.flags |= lb_common::CT_FIN;
-            n.last_seen = now;
-            let mut nats: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
-            nats.insert(rev, n, 0)?;
+        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in nats {
+            match v {
+                Some(v) => {
+                    keys.push(k);
+                    values.push(v);
+                }
+                None => gone.push(k),
+            }
         }
-        Ok(true)
+        if !gone.is_empty() {
+            let mut m: HashMap<&mut MapData, FlowKey, Nat> = self.map("NATS")?;
+            for k in &gone {
+                let _ = m.remove(k);
+            }
+        }
+        self.update_batch("NATS", &keys, &values)?;
+        let (keys, values): (Vec<FlowKey>, Vec<Conn>) = conns.into_iter().unzip();
+        self.update_batch("CONNS", &keys, &values)?;
+        Ok(applied)
+    }
+
+    /// The NAT entry at `key` as this call's pending writes leave it.
+    fn nat_seen(
+        &mut self,
+        pending: &std::collections::HashMap<FlowKey, Option<Nat>>,
+        key: &FlowKey,
+    ) -> Result<Option<Nat>> {
+        match pending.get(key) {
+            Some(n) => Ok(*n),
+            None => self.nat(key),
+        }
+    }
+
+    /// Writes `keys[i]` → `values[i]` into the hash map `name` with one
+    /// `BPF_MAP_UPDATE_BATCH` call (aya has no batch operations).
+    fn update_batch<K: Pod, V: Pod>(&self, name: &str, keys: &[K], values: &[V]) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        /// The `batch` member of `union bpf_attr`.
+        #[repr(C)]
+        struct BatchAttr {
+            in_batch: u64,
+            out_batch: u64,
+            keys: u64,
+            values: u64,
+            count: u32,
+            map_fd: u32,
+            elem_flags: u64,
+            flags: u64,
+        }
+        const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+        assert_eq!(keys.len(), values.len());
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let fd = match self
+            .ebpf
+            .map(name)
+            .with_context(|| format!("no map {name}"))?
+        {
+            aya::maps::Map::HashMap(m) | aya::maps::Map::LruHashMap(m) => m.fd().as_fd(),
+            _ => bail!("map {name} is not a hash map"),
+        };
+        let mut attr = BatchAttr {
+            in_batch: 0,
+            out_batch: 0,
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: keys.len() as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the kernel reads `count` keys and values of the map's
+        // sizes (checked against K and V when the maps were loaded or
+        // adopted) from the two slices, and writes back `count`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>() as u32,
+            )
+        };
+        if rc < 0 {
+            bail!(
+                "writing {} entries to {name}: {} of them written: {}",
+                keys.len(),
+                attr.count,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
     }
 
     /// `SYNC` records lost to a full ring, summed over CPUs.

@@ -14,7 +14,7 @@ use lb_common::{
     SVC_ENABLED, SVC_SRC_HASH,
 };
 use lb_user::{
-    dataplane::{addr_of, be_addr, BackendSpec, Dataplane},
+    dataplane::{addr_of, be_addr, BackendSpec, Dataplane, SyncedFlow},
     maglev,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -473,6 +473,69 @@ fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
             .map(|n| n.flags & CT_FIN),
         Some(CT_FIN)
     );
+    Ok(())
+}
+
+/// A datagram's flows are written with one batch per map, yet each sees
+/// the ones before it: a flow set up, moved and closed within one batch
+/// ends on its last port, closed, and its first port is free; a close of a
+/// mapping it no longer has changes nothing.
+fn a_datagrams_flows_apply_in_order() -> Result<(), Failed> {
+    let mut dp = dp();
+    let svc = web();
+    let be = svc.backends[1];
+    let now = lb_user::sync::monotonic_ns();
+    let on = |port: u16| lb_common::Conn {
+        backend_addr: be_addr(be.addr),
+        snat_addr: be_addr(SNAT),
+        backend_port: be.port.to_be(),
+        snat_port: port.to_be(),
+        backend_id: be.id,
+        service_id: svc.id,
+        flags: 0,
+        last_seen: now,
+    };
+    let key = flow(CLIENT, 42000, 80, PROTO_TCP);
+    let other = flow(CLIENT, 42001, 80, PROTO_TCP);
+    let f = |key: FlowKey, port: u16, closed: bool| SyncedFlow {
+        key,
+        conn: on(port),
+        closed,
+    };
+    let applied = dp.apply_synced(
+        &[
+            f(key, 3400, false),
+            f(other, 3402, false),
+            f(key, 3401, false),
+            f(key, 3400, true),
+            f(key, 3401, true),
+        ],
+        now,
+    )?;
+    ensure_eq!(applied, 4, "the close of the old mapping applied");
+    let rev = |port: u16| on(port).reverse_key(PROTO_TCP);
+    check(dp.nat(&rev(3400))?.is_none(), || {
+        "the first port stayed taken".into()
+    })?;
+    ensure_eq!(
+        dp.nat(&rev(3401))?
+            .map(|n| (n.restores(&key), n.flags & CT_FIN)),
+        Some((true, CT_FIN))
+    );
+    ensure_eq!(
+        dp.conn(&key)?
+            .map(|c| (u16::from_be(c.snat_port), c.flags & CT_FIN)),
+        Some((3401, CT_FIN))
+    );
+    ensure_eq!(
+        dp.conn(&other)?
+            .map(|c| (u16::from_be(c.snat_port), c.flags)),
+        Some((3402, 0))
+    );
+    check(
+        dp.nat(&rev(3402))?.is_some_and(|n| n.restores(&other)),
+        || "no NAT entry for the other flow".into(),
+    )?;
     Ok(())
 }
 
@@ -984,6 +1047,7 @@ fn main() {
         exhausted_snat_pool_is_counted,
         flows_off_their_first_snat_port_are_reported_for_sync,
         an_installed_peer_flow_is_forwarded_and_restored,
+        a_datagrams_flows_apply_in_order,
         a_midflow_takeover_reclaims_a_port_idle_since_before_it,
         udp_forward_and_reply,
         udp_flow_expires_after_idle_timeout,

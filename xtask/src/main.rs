@@ -61,6 +61,11 @@ const BENCHES: &[(&str, &str, &str)] = &[
         "lb-lab",
         "the benchmark builds a network-namespace lab",
     ),
+    (
+        "sync",
+        "lb-lab",
+        "the benchmark builds a network-namespace lab",
+    ),
 ];
 
 const USAGE: &str = "\
@@ -78,6 +83,7 @@ commands:
   bench health       agent CPU, RSS and check latency with 1,000 servers checked every second
   bench failover     VRRP failover time of the agent and of keepalived, 20 trials at 1 s and 0.1 s
   bench streams      keep-alive streams broken by a failover under churn, connection sync off vs on
+  bench sync         what the backup's agent spends per connection-sync record it installs
   bench l4 [stamina|pps]
                      direct vs xlb vs nginx stream vs HAProxy on the lab: req/s, conns/s, DNS q/s, CPU, latency
 ";
