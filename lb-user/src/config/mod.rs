@@ -464,17 +464,19 @@ pub struct RealServer {
     /// On failure, set the weight to 0 instead of removing the server.
     #[serde(default)]
     pub inhibit_on_failure: bool,
-    // Boxed: most servers have one checker, and 100k servers must stay small.
-    #[serde(default)]
-    pub tcp_check: Option<Box<TcpCheck>>,
-    #[serde(default)]
-    pub http_get: Option<Box<HttpGet>>,
-    #[serde(default)]
-    pub ssl_get: Option<Box<HttpGet>>,
-    #[serde(default)]
-    pub dns_check: Option<Box<DnsCheck>>,
-    #[serde(default)]
-    pub misc_check: Option<Box<MiscCheck>>,
+    // Behind a pointer: most servers have one checker, and 100k servers
+    // must stay small. Shared: a pool's servers mostly have equal checkers,
+    // kept once (see `shared`).
+    #[serde(default, deserialize_with = "shared")]
+    pub tcp_check: Option<Arc<TcpCheck>>,
+    #[serde(default, deserialize_with = "shared")]
+    pub http_get: Option<Arc<HttpGet>>,
+    #[serde(default, deserialize_with = "shared")]
+    pub ssl_get: Option<Arc<HttpGet>>,
+    #[serde(default, deserialize_with = "shared")]
+    pub dns_check: Option<Arc<DnsCheck>>,
+    #[serde(default, deserialize_with = "shared")]
+    pub misc_check: Option<Arc<MiscCheck>>,
     #[serde(default)]
     pub notify_up: Option<String>,
     #[serde(default)]
@@ -520,6 +522,44 @@ pub struct CheckCommon {
 
 /// A checker block: the shared keys, then its own. (serde cannot combine
 /// `flatten` with `deny_unknown_fields`, so each block is its own struct.)
+/// Deserializes a checker, reusing an equal one parsed recently on this
+/// thread: 100,000 servers with the same `tcp_check` hold one copy, and a
+/// reload shares it with the running config. A few distinct values per
+/// checker type are remembered; others are kept as parsed.
+fn shared<'de, D, T>(d: D) -> Result<Option<Arc<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + PartialEq + Send + Sync + 'static,
+{
+    use std::{any::Any, cell::RefCell};
+    /// Distinct values remembered per type.
+    const KEEP: usize = 8;
+    thread_local! {
+        static RECENT: RefCell<Vec<Arc<dyn Any + Send + Sync>>> = const { RefCell::new(Vec::new()) };
+    }
+    let Some(v) = Option::<T>::deserialize(d)? else {
+        return Ok(None);
+    };
+    Ok(Some(RECENT.with(|r| {
+        let mut r = r.borrow_mut();
+        let same = r
+            .iter()
+            .find(|a| (***a).downcast_ref::<T>().is_some_and(|x| *x == v));
+        if let Some(Ok(a)) = same.map(|a| Arc::clone(a).downcast::<T>()) {
+            return a;
+        }
+        let a = Arc::new(v);
+        if r.iter().filter(|x| x.is::<T>()).count() >= KEEP {
+            // Forget the oldest of this type.
+            if let Some(i) = r.iter().position(|x| x.is::<T>()) {
+                r.remove(i);
+            }
+        }
+        r.push(a.clone());
+        a
+    })))
+}
+
 macro_rules! checker {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
         $(#[$m])*

@@ -595,3 +595,29 @@ fn a_key_inside_a_quoted_string_is_not_cut() {
     assert!(c.virtual_servers.is_empty());
     assert_eq!(c, whole);
 }
+
+/// Equal checkers are one value: 100,000 servers with the same `tcp_check`
+/// hold one copy. Different ones stay apart, and every value is as written.
+#[test]
+fn equal_checkers_are_shared() {
+    let mut text = String::from(
+        "global: {interface: eth0}\nvirtual_servers:\n  - name: a\n    vip: 192.0.2.10\n    port: 80\n    snat: {addresses: [192.0.2.2]}\n    real_servers:\n",
+    );
+    for (i, t) in [2, 2, 3, 2].iter().enumerate() {
+        text += &format!(
+            "      - {{address: 198.51.100.{}, port: 80, tcp_check: {{connect_timeout: {t}}}}}\n",
+            i + 1
+        );
+    }
+    let c = parse(&text, "lb.yaml").unwrap();
+    let checks: Vec<&Arc<TcpCheck>> = c.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| r.tcp_check.as_ref().unwrap())
+        .collect();
+    let timeouts: Vec<f64> = checks.iter().map(|t| t.connect_timeout).collect();
+    assert_eq!(timeouts, [2.0, 2.0, 3.0, 2.0]);
+    assert!(Arc::ptr_eq(checks[0], checks[1]));
+    assert!(Arc::ptr_eq(checks[0], checks[3]));
+    assert!(!Arc::ptr_eq(checks[0], checks[2]));
+}

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::Ipv4Addr,
+    sync::Arc,
 };
 
 use serde::de::DeserializeOwned;
@@ -1750,7 +1751,7 @@ fn checker(
             for o in rest {
                 cx.unknown(o, "TCP_CHECK");
             }
-            r.tcp_check = Some(Box::new(t));
+            r.tcp_check = Some(Arc::new(t));
         }
         "HTTP_GET" | "SSL_GET" => {
             let mut h = defaults::http();
@@ -1795,9 +1796,9 @@ fn checker(
                 return None;
             }
             if kind == "HTTP_GET" {
-                r.http_get = Some(Box::new(h));
+                r.http_get = Some(Arc::new(h));
             } else {
-                r.ssl_get = Some(Box::new(h));
+                r.ssl_get = Some(Arc::new(h));
             }
         }
         "DNS_CHECK" => {
@@ -1827,7 +1828,7 @@ fn checker(
                     _ => cx.unknown(o, "DNS_CHECK"),
                 }
             }
-            r.dns_check = Some(Box::new(d));
+            r.dns_check = Some(Arc::new(d));
         }
         _ => {
             let mut x = defaults::misc();
@@ -1859,7 +1860,7 @@ fn checker(
                 return None;
             };
             x.misc_path = path;
-            r.misc_check = Some(Box::new(x));
+            r.misc_check = Some(Arc::new(x));
         }
     }
     Some((key, ann, m.alpha))
