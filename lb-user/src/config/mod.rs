@@ -520,12 +520,11 @@ pub struct CheckCommon {
     pub connect_port: Option<u16>,
 }
 
-/// A checker block: the shared keys, then its own. (serde cannot combine
-/// `flatten` with `deny_unknown_fields`, so each block is its own struct.)
 /// Deserializes a checker, reusing an equal one parsed recently on this
 /// thread: 100,000 servers with the same `tcp_check` hold one copy, and a
-/// reload shares it with the running config. A few distinct values per
-/// checker type are remembered; others are kept as parsed.
+/// reload (parsed on the agent's one thread) shares it with the running
+/// config. A few distinct values per checker type are remembered; others
+/// are kept as parsed.
 fn shared<'de, D, T>(d: D) -> Result<Option<Arc<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -560,6 +559,8 @@ where
     })))
 }
 
+/// A checker block: the shared keys, then its own. (serde cannot combine
+/// `flatten` with `deny_unknown_fields`, so each block is its own struct.)
 macro_rules! checker {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
         $(#[$m])*
