@@ -418,16 +418,7 @@ fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
     let svc = web();
     let key = flow(CLIENT, 41000, 80, PROTO_TCP);
     let be = svc.backends[2];
-    let conn = lb_common::Conn {
-        backend_addr: be_addr(be.addr),
-        snat_addr: be_addr(SNAT),
-        backend_port: be.port.to_be(),
-        snat_port: 3333u16.to_be(),
-        backend_id: be.id,
-        service_id: svc.id,
-        flags: 0,
-        last_seen: lb_user::sync::monotonic_ns(),
-    };
+    let conn = peer_conn(&be, svc.id, 3333, lb_user::sync::monotonic_ns(), 0);
     dp.install_flow(&key, &conn)?;
     // Mid-flow: an ACK with data, as after a failover.
     let (act, out) = run(&mut dp, &tcp(from_client(41000, 80), ACK, b"more"));
@@ -476,6 +467,26 @@ fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A connection entry as a peer reports it: to `be`, from SNAT:`port`.
+fn peer_conn(
+    be: &BackendSpec,
+    service_id: u32,
+    port: u16,
+    last_seen: u64,
+    flags: u32,
+) -> lb_common::Conn {
+    lb_common::Conn {
+        backend_addr: be_addr(be.addr),
+        snat_addr: be_addr(SNAT),
+        backend_port: be.port.to_be(),
+        snat_port: port.to_be(),
+        backend_id: be.id,
+        service_id,
+        flags,
+        last_seen,
+    }
+}
+
 /// A datagram's flows are written with one batch per map, yet each sees
 /// the ones before it: a flow set up, moved and closed within one batch
 /// ends on its last port, closed, and its first port is free; a close of a
@@ -485,16 +496,7 @@ fn a_datagrams_flows_apply_in_order() -> Result<(), Failed> {
     let svc = web();
     let be = svc.backends[1];
     let now = lb_user::sync::monotonic_ns();
-    let on = |port: u16| lb_common::Conn {
-        backend_addr: be_addr(be.addr),
-        snat_addr: be_addr(SNAT),
-        backend_port: be.port.to_be(),
-        snat_port: port.to_be(),
-        backend_id: be.id,
-        service_id: svc.id,
-        flags: 0,
-        last_seen: now,
-    };
+    let on = |port: u16| peer_conn(&be, svc.id, port, now, 0);
     let key = flow(CLIENT, 42000, 80, PROTO_TCP);
     let other = flow(CLIENT, 42001, 80, PROTO_TCP);
     let f = |key: FlowKey, port: u16, closed: bool| SyncedFlow {
@@ -556,16 +558,8 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
     dp.apply_service(&svc)?;
     let first = |sport: u16| first_snat_port(&svc, sport);
     let be = svc.backends[0];
-    let entry = |port: u16, last_seen: u64, flags: u32| lb_common::Conn {
-        backend_addr: be_addr(be.addr),
-        snat_addr: be_addr(SNAT),
-        backend_port: be.port.to_be(),
-        snat_port: port.to_be(),
-        backend_id: be.id,
-        service_id: svc.id,
-        flags,
-        last_seen,
-    };
+    let entry =
+        |port: u16, last_seen: u64, flags: u32| peer_conn(&be, svc.id, port, last_seen, flags);
     // An older flow from `client_port` holds `port`.
     let hold = |dp: &mut Dataplane, client_port: u16, port: u16, last_seen: u64, flags: u32| {
         dp.install_flow(
