@@ -188,6 +188,28 @@ pub struct Nat {
 }
 
 impl Nat {
+    /// The entry that restores replies to the client of `key` (client →
+    /// VIP), for a flow to `backend_id` of `service_id`.
+    #[inline(always)]
+    pub const fn new(
+        key: &FlowKey,
+        backend_id: u32,
+        service_id: u32,
+        flags: u32,
+        last_seen: u64,
+    ) -> Nat {
+        Nat {
+            client_addr: key.src_addr,
+            vip_addr: key.dst_addr,
+            client_port: key.src_port,
+            vip_port: key.dst_port,
+            backend_id,
+            service_id,
+            flags,
+            last_seen,
+        }
+    }
+
     /// Whether this entry restores replies to the client of `key` (client
     /// → VIP): the port is that flow's.
     #[inline(always)]

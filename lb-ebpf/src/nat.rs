@@ -96,16 +96,7 @@ pub fn setup(
     now: u64,
     midflow: bool,
 ) -> Result<Conn, AllocError> {
-    let mut nat = Nat {
-        client_addr: key.src_addr,
-        vip_addr: key.dst_addr,
-        client_port: key.src_port,
-        vip_port: key.dst_port,
-        backend_id,
-        service_id: svc.id,
-        flags: 0,
-        last_seen: now,
-    };
+    let mut nat = Nat::new(key, backend_id, svc.id, 0, now);
     let mut rkey = FlowKey::new(be.addr, 0, be.port, 0, key.proto);
     let mut claimed = false;
     // Synced flows are marked in both entries, so their close and refreshes

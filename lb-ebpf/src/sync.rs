@@ -7,7 +7,10 @@
 
 use lb_common::{Config, Conn, FlowKey, SyncEntry, CFG_SYNC, CT_FIN, CT_SYNCED, PROTO_TCP};
 
-use crate::maps::{SYNC, SYNC_LOST};
+use crate::{
+    conntrack::timeout,
+    maps::{SYNC, SYNC_LOST},
+};
 
 /// Reports flow `key` (client → VIP) with `conn`'s mapping, if it is
 /// synced; `flags` is 0 for an open flow, `CT_FIN` for a closing one.
@@ -32,19 +35,21 @@ pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
 
 /// Whether a flow with entry `flags` refreshed at `now`, last at
 /// `last_seen`, is synced and due to be reported again: an open TCP flow
-/// every `sync_refresh_ns`, a closing one or a UDP flow every third of its
-/// idle timeout.
+/// every `sync_refresh_ns`, a UDP flow every third of its idle timeout, a
+/// closing TCP flow every third of the FIN timeout or `sync_refresh_ns`,
+/// whichever is shorter.
 #[inline(always)]
 pub fn due(cfg: &Config, proto: u8, flags: u32, last_seen: u64, now: u64) -> bool {
-    if flags & CT_SYNCED == 0 {
+    if flags & CT_SYNCED == 0 || cfg.flags & CFG_SYNC == 0 {
         return false;
     }
+    let third = timeout(cfg, proto, flags) / 3;
     let p = if proto != PROTO_TCP {
-        cfg.udp_timeout_ns / 3
+        third
     } else if flags & CT_FIN != 0 {
-        (cfg.tcp_fin_timeout_ns / 3).min(cfg.sync_refresh_ns)
+        third.min(cfg.sync_refresh_ns)
     } else {
         cfg.sync_refresh_ns
     };
-    cfg.flags & CFG_SYNC != 0 && p != 0 && now / p != last_seen / p
+    p != 0 && now / p != last_seen / p
 }

@@ -89,7 +89,6 @@ fn busy_ms_since(m: &CpuMark) -> Result<f64> {
     Ok((wall - idle).max(0.0))
 }
 
-/// User + system CPU ms of process `pid` (and its reaped children).
 /// `12.5us`, `3.1ms`, `1.2s` → ms.
 fn wrk_ms(s: &str) -> Option<f64> {
     let s = s.trim();

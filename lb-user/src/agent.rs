@@ -264,13 +264,14 @@ impl Agent {
     /// A VRRP instance changed state: serve its virtual servers only as MASTER.
     pub fn on_vrrp(&mut self, ev: vrrp::Event) -> Result<()> {
         let changed = if ev.state == State::Master {
-            let new = !self.runtime.masters.contains_key(&ev.instance);
-            if new {
-                self.runtime
-                    .masters
-                    .insert(ev.instance.clone(), sync::monotonic_ns());
+            // The time it became MASTER: kept while it stays MASTER.
+            match self.runtime.masters.entry(ev.instance.clone()) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(sync::monotonic_ns());
+                    true
+                }
+                std::collections::btree_map::Entry::Occupied(_) => false,
             }
-            new
         } else {
             self.runtime.masters.remove(&ev.instance).is_some()
         };

@@ -875,16 +875,7 @@ impl Dataplane {
                     }
                 }
                 let c = &f.conn;
-                let nat = Nat {
-                    client_addr: key.src_addr,
-                    vip_addr: key.dst_addr,
-                    client_port: key.src_port,
-                    vip_port: key.dst_port,
-                    backend_id: c.backend_id,
-                    service_id: c.service_id,
-                    flags: c.flags,
-                    last_seen: c.last_seen,
-                };
+                let nat = Nat::new(key, c.backend_id, c.service_id, c.flags, c.last_seen);
                 nats.insert(rev, Some(nat));
                 conns.insert(*key, *c);
             }
@@ -926,7 +917,7 @@ impl Dataplane {
 
     /// Writes `keys[i]` → `values[i]` into the hash map `name` with one
     /// `BPF_MAP_UPDATE_BATCH` call (aya has no batch operations).
-    fn update_batch<K: Pod, V: Pod>(&self, name: &str, keys: &[K], values: &[V]) -> Result<()> {
+    fn update_batch<V: Pod>(&self, name: &str, keys: &[FlowKey], values: &[V]) -> Result<()> {
         use std::os::fd::AsRawFd;
         /// The `batch` member of `union bpf_attr`.
         #[repr(C)]
@@ -944,6 +935,11 @@ impl Dataplane {
         assert_eq!(keys.len(), values.len());
         if keys.is_empty() {
             return Ok(());
+        }
+        // The kernel reads keys and values at the map's sizes: they must be ours.
+        let (key, value) = (std::mem::size_of::<FlowKey>(), std::mem::size_of::<V>());
+        if !pinned_layouts().contains(&(name, key as u32, value as u32)) {
+            bail!("map {name} does not hold {key}-byte keys and {value}-byte values");
         }
         let fd = match self
             .ebpf
@@ -964,8 +960,8 @@ impl Dataplane {
             flags: 0,
         };
         // SAFETY: the kernel reads `count` keys and values of the map's
-        // sizes (checked against K and V when the maps were loaded or
-        // adopted) from the two slices, and writes back `count`.
+        // sizes (those of FlowKey and V, checked above; pinned maps were
+        // checked when adopted) from the two slices, and writes back `count`.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_bpf,

@@ -131,6 +131,9 @@ pub mod defaults {
     pub fn misc() -> MiscCheck {
         of("misc_path: x")
     }
+    pub fn sync() -> SyncDaemon {
+        of("{interface: x, vrrp_instance: x}")
+    }
 }
 
 const STRICT: &str = "not carried over: xlb has no strict mode (it accepts unicast peers and \
@@ -587,15 +590,13 @@ fn lvs_sync_daemon(cx: &mut Cx, n: &Node) -> Option<SyncDaemon> {
     Some(s)
 }
 
-/// The sync on `interface`, following `instance`, with keepalived's defaults.
+/// The sync on `interface`, following `instance`, with our defaults (which
+/// are keepalived's).
 fn sync_daemon(interface: String, vrrp_instance: String) -> SyncDaemon {
     SyncDaemon {
         interface,
         vrrp_instance,
-        id: 0,
-        port: 8848,
-        group: Ipv4Addr::new(224, 0, 0, 81),
-        all_flows: true,
+        ..defaults::sync()
     }
 }
 
@@ -2902,6 +2903,7 @@ mod tests {
             defaults::http(),
             defaults::dns(),
             defaults::misc(),
+            defaults::sync(),
         );
     }
 
