@@ -349,11 +349,14 @@ pub enum Reason {
     TxForward,
     /// Forwarded with XDP_REDIRECT.
     RedirectForward,
+    /// The `CONFIG` entry could not be read (never expected: the array's
+    /// one entry always exists): passed.
+    PassNoConfig,
 }
 
 impl Reason {
     /// Number of reasons: the size of the `REASONS` array.
-    pub const COUNT: u32 = Reason::RedirectForward as u32 + 1;
+    pub const COUNT: u32 = Reason::PassNoConfig as u32 + 1;
     /// All reasons in index order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
         Reason::PassNotOurs,
@@ -373,6 +376,7 @@ impl Reason {
         Reason::DropRstNoConn,
         Reason::TxForward,
         Reason::RedirectForward,
+        Reason::PassNoConfig,
     ];
 
     /// A stable snake_case name, for status output and metrics labels.
@@ -395,7 +399,24 @@ impl Reason {
             Reason::DropRstNoConn => "drop_rst_no_conn",
             Reason::TxForward => "tx_forward",
             Reason::RedirectForward => "redirect_forward",
+            Reason::PassNoConfig => "pass_no_config",
         }
+    }
+
+    /// Whether a packet with this reason is dropped; every other reason
+    /// that ends a packet's path passes it to the kernel.
+    #[inline(always)]
+    pub const fn drops(self) -> bool {
+        matches!(
+            self,
+            Reason::DropMalformed
+                | Reason::DropFragment
+                | Reason::DropIpOptions
+                | Reason::DropNoBackend
+                | Reason::DropSnatExhausted
+                | Reason::DropConnTableFull
+                | Reason::DropRstNoConn
+        )
     }
 }
 
@@ -404,7 +425,7 @@ impl Reason {
 /// and flips `Service::table` in a single map update.
 #[inline(always)]
 pub const fn maglev_slot(service_id: u32, table: u32, m: u32, hash: u32) -> u32 {
-    // checked_rem: no panic path in the BPF object; m is never 0 in practice.
+    // rem: no panic path in the BPF object; m is never 0 in practice.
     (service_id * 2 + (table & 1)) * m + rem(hash, m)
 }
 
@@ -502,6 +523,13 @@ mod tests {
             for b in &Reason::ALL[i + 1..] {
                 assert_ne!(a.name(), b.name());
             }
+        }
+    }
+
+    #[test]
+    fn drop_reasons_are_named_so() {
+        for r in Reason::ALL {
+            assert_eq!(r.drops(), r.name().starts_with("drop_"), "{}", r.name());
         }
     }
 }

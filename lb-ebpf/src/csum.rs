@@ -1,10 +1,11 @@
-//! Applies address and port rewrites to the IPv4 and L4 checksums in place.
+//! Rewrites a packet's addresses and ports, patching the IPv4 and L4
+//! checksums incrementally.
 
 use lb_common::{csum::CsumDiff, PROTO_UDP};
 
-use crate::parse::Ipv4Hdr;
+use crate::parse::Packet;
 
-/// The endpoints of a packet after rewrite (network byte order).
+/// The endpoints of a packet after a rewrite (network byte order).
 #[derive(Clone, Copy)]
 pub struct Endpoints {
     pub src_addr: u32,
@@ -13,43 +14,27 @@ pub struct Endpoints {
     pub dst_port: u16,
 }
 
-impl Endpoints {
-    /// Towards the backend of `conn`, from its SNAT address.
-    #[inline(always)]
-    pub fn to_backend(conn: &lb_common::Conn) -> Self {
-        Endpoints {
-            src_addr: conn.snat_addr,
-            dst_addr: conn.backend_addr,
-            src_port: conn.snat_port,
-            dst_port: conn.backend_port,
-        }
-    }
-}
-
-/// Rewrites addresses and ports and patches both checksums incrementally.
-/// `ports` points at the L4 source/destination port pair and `l4_check` at the
-/// L4 checksum; a UDP checksum of 0 (none) stays 0.
+/// Rewrites addresses and ports to `to` and patches both checksums; a UDP
+/// checksum of 0 (none) stays 0.
 #[inline(always)]
-pub fn rewrite(ip: *mut Ipv4Hdr, ports: *mut [u16; 2], l4_check: *mut u16, to: Endpoints) {
-    unsafe {
-        let addrs = CsumDiff::new()
-            .u32((*ip).src, to.src_addr)
-            .u32((*ip).dst, to.dst_addr);
-        (*ip).check = addrs.apply((*ip).check);
-        let old = *l4_check;
-        if !((*ip).proto == PROTO_UDP && old == 0) {
-            let mut new = addrs
-                .u16((*ports)[0], to.src_port)
-                .u16((*ports)[1], to.dst_port)
-                .apply(old);
-            if (*ip).proto == PROTO_UDP && new == 0 {
-                new = 0xffff;
-            }
-            *l4_check = new;
+pub fn rewrite(p: &Packet, to: Endpoints) {
+    let (ip, l4) = (p.ip, p.l4);
+    let addrs = CsumDiff::new()
+        .u32(ip.src(), to.src_addr)
+        .u32(ip.dst(), to.dst_addr);
+    ip.set_check(addrs.apply(ip.check()));
+    let old = l4.check();
+    if !(p.proto == PROTO_UDP && old == 0) {
+        let [sport, dport] = l4.ports();
+        let mut new = addrs
+            .u16(sport, to.src_port)
+            .u16(dport, to.dst_port)
+            .apply(old);
+        if p.proto == PROTO_UDP && new == 0 {
+            new = 0xffff;
         }
-        (*ip).src = to.src_addr;
-        (*ip).dst = to.dst_addr;
-        (*ports)[0] = to.src_port;
-        (*ports)[1] = to.dst_port;
+        l4.set_check(new);
     }
+    ip.set_addrs(to.src_addr, to.dst_addr);
+    l4.set_ports([to.src_port, to.dst_port]);
 }

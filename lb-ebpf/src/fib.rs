@@ -14,7 +14,7 @@ use lb_common::{Config, NextHop, NextHopKey, Reason};
 
 use crate::{
     maps::{DEVMAP, NEXTHOPS},
-    parse::{EthHdr, Ipv4Hdr},
+    parse::Packet,
     stats::count,
 };
 
@@ -32,77 +32,63 @@ fn zero(p: *mut bpf_fib_lookup) {
     }
 }
 
-/// Routes the already rewritten packet: sets the MACs of the next hop and
-/// returns the XDP action. An unresolved neighbour goes to the kernel, which
-/// forwards the packet and resolves it for the next one.
+/// Routes the already rewritten packet `p`, whose ports are now `ports`:
+/// sets the MACs of the next hop and returns the XDP action. An unresolved
+/// neighbour goes to the kernel, which forwards the packet and resolves it
+/// for the next one.
 #[inline(always)]
-pub fn forward(
-    ctx: &XdpContext,
-    eth: *mut EthHdr,
-    ip: *const Ipv4Hdr,
-    ports: [u16; 2],
-    cfg: &Config,
-    now: u64,
-) -> u32 {
+pub fn forward(ctx: &XdpContext, p: &Packet, ports: [u16; 2], cfg: &Config, now: u64) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let key = NextHopKey {
-        dst_addr: unsafe { (*ip).dst },
+        dst_addr: p.ip.dst(),
         ingress,
     };
-    let tot_len = u16::from_be(unsafe { (*ip).tot_len });
+    let tot_len = p.ip.tot_len();
     if cfg.nexthop_ttl_ns != 0 {
         if let Some(nh) = unsafe { NEXTHOPS.get(&key) } {
             if now < nh.expires && tot_len <= nh.mtu {
-                unsafe {
-                    (*eth).dst = nh.dmac;
-                    (*eth).src = nh.smac;
-                }
+                p.eth.set_macs(nh.smac, nh.dmac);
                 return transmit(nh.ifindex, ingress);
             }
         }
     }
 
     let mut params = core::mem::MaybeUninit::<bpf_fib_lookup>::uninit();
-    let p = params.as_mut_ptr();
-    zero(p);
-    let p = unsafe { &mut *p };
-    unsafe {
-        p.family = AF_INET;
-        p.l4_protocol = (*ip).proto;
-        p.sport = ports[0];
-        p.dport = ports[1];
-        p.__bindgen_anon_1.tot_len = tot_len;
-        p.ifindex = ingress;
-        p.__bindgen_anon_2.tos = (*ip).tos;
-        p.__bindgen_anon_3.ipv4_src = (*ip).src;
-        p.__bindgen_anon_4.ipv4_dst = (*ip).dst;
-    }
+    let f = params.as_mut_ptr();
+    zero(f);
+    let f = unsafe { &mut *f };
+    f.family = AF_INET;
+    f.l4_protocol = p.proto;
+    f.sport = ports[0];
+    f.dport = ports[1];
+    f.__bindgen_anon_1.tot_len = tot_len;
+    f.ifindex = ingress;
+    f.__bindgen_anon_2.tos = p.ip.tos();
+    f.__bindgen_anon_3.ipv4_src = p.ip.src();
+    f.__bindgen_anon_4.ipv4_dst = p.ip.dst();
     let rc = unsafe {
         fib_lookup(
             ctx.as_ptr(),
-            p,
+            f,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             0,
         )
     };
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        unsafe {
-            (*eth).dst = p.dmac;
-            (*eth).src = p.smac;
-        }
+        p.eth.set_macs(f.smac, f.dmac);
         if cfg.nexthop_ttl_ns != 0 {
             // On success the kernel reports the egress MTU here.
-            let mtu = unsafe { p.__bindgen_anon_1.mtu_result };
+            let mtu = unsafe { f.__bindgen_anon_1.mtu_result };
             let nh = NextHop {
-                ifindex: p.ifindex,
+                ifindex: f.ifindex,
                 mtu: if mtu == 0 { tot_len } else { mtu },
-                smac: p.smac,
-                dmac: p.dmac,
+                smac: f.smac,
+                dmac: f.dmac,
                 expires: now.wrapping_add(cfg.nexthop_ttl_ns),
             };
             let _ = NEXTHOPS.insert(&key, &nh, 0);
         }
-        return transmit(p.ifindex, ingress);
+        return transmit(f.ifindex, ingress);
     }
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         count(Reason::PassNoNeigh);

@@ -1,74 +1,287 @@
-//! Header parsing. Every access is bounds-checked against `data_end`.
+//! Header parsing into typed views. Every pointer into the packet is made
+//! here, after a bounds check against `data_end`, and every read or write
+//! through one is an accessor of these views: the rest of the program never
+//! touches packet memory directly.
+//!
+//! Parsing stops as early as it can decide: [`frame`] reads only what the
+//! "is it ours?" lookup needs, and [`Frame::transport`] applies the policies
+//! and reads the transport header of a packet that is ours.
 
 use aya_ebpf::programs::XdpContext;
+use lb_common::{FlowKey, Reason, PROTO_TCP, PROTO_UDP};
 
-pub const ETH_HLEN: usize = 14;
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
 /// EtherType IPv4, as read from the wire in native order.
-pub const ETH_P_IP: u16 = 0x0800u16.to_be();
+const ETH_P_IP: u16 = 0x0800u16.to_be();
 /// EtherType 802.1Q, as read from the wire in native order.
-pub const ETH_P_8021Q: u16 = 0x8100u16.to_be();
+const ETH_P_8021Q: u16 = 0x8100u16.to_be();
 /// IPv4 "more fragments" flag and offset mask, network order.
-pub const IP_MF_OFFSET: u16 = 0x3fffu16.to_be();
-
-/// Ethernet header.
-#[repr(C)]
-pub struct EthHdr {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
-    pub proto: u16,
-}
-
-/// IPv4 header without options.
-#[repr(C)]
-pub struct Ipv4Hdr {
-    pub vihl: u8,
-    pub tos: u8,
-    pub tot_len: u16,
-    pub id: u16,
-    pub frag_off: u16,
-    pub ttl: u8,
-    pub proto: u8,
-    pub check: u16,
-    pub src: u32,
-    pub dst: u32,
-}
-
-/// The first 20 bytes of a TCP header.
-#[repr(C)]
-pub struct TcpHdr {
-    pub sport: u16,
-    pub dport: u16,
-    pub seq: u32,
-    pub ack: u32,
-    /// Data offset (high nibble) and reserved bits.
-    pub doff: u8,
-    pub flags: u8,
-    pub window: u16,
-    pub check: u16,
-    pub urg: u16,
-}
-
-/// UDP header.
-#[repr(C)]
-pub struct UdpHdr {
-    pub sport: u16,
-    pub dport: u16,
-    pub len: u16,
-    pub check: u16,
-}
+const IP_MF_OFFSET: u16 = 0x3fffu16.to_be();
+/// An IPv4 header without options.
+const IPV4_HLEN: usize = 20;
+/// Version 4, header length 5 words: the only IPv4 header forwarded.
+const IPV4_PLAIN: u8 = 0x45;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
+#[repr(C)]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    proto: u16,
+}
+
+#[repr(C)]
+struct Ipv4Hdr {
+    vihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    proto: u8,
+    check: u16,
+    src: u32,
+    dst: u32,
+}
+
+/// The first 20 bytes of a TCP header.
+#[repr(C)]
+struct TcpHdr {
+    ports: [u16; 2],
+    seq: u32,
+    ack: u32,
+    /// Data offset (high nibble) and reserved bits.
+    doff: u8,
+    flags: u8,
+    window: u16,
+    check: u16,
+    urg: u16,
+}
+
+#[repr(C)]
+struct UdpHdr {
+    ports: [u16; 2],
+    len: u16,
+    check: u16,
+}
+
 /// A pointer to a `T` at `off` bytes into the packet, if it fits.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + core::mem::size_of::<T>() > end {
         return None;
     }
     Some((start + off) as *mut T)
+}
+
+/// The Ethernet header.
+#[derive(Clone, Copy)]
+pub struct Eth(*mut EthHdr);
+
+impl Eth {
+    /// Addresses the frame from `src` to `dst`.
+    #[inline(always)]
+    pub fn set_macs(self, src: [u8; 6], dst: [u8; 6]) {
+        unsafe {
+            (*self.0).dst = dst;
+            (*self.0).src = src;
+        }
+    }
+}
+
+/// An IPv4 header (checked to have no options once [`Frame::transport`]
+/// accepted it). Addresses are in wire order.
+#[derive(Clone, Copy)]
+pub struct Ipv4(*mut Ipv4Hdr);
+
+impl Ipv4 {
+    #[inline(always)]
+    pub fn src(self) -> u32 {
+        unsafe { (*self.0).src }
+    }
+
+    #[inline(always)]
+    pub fn dst(self) -> u32 {
+        unsafe { (*self.0).dst }
+    }
+
+    #[inline(always)]
+    pub fn tos(self) -> u8 {
+        unsafe { (*self.0).tos }
+    }
+
+    /// Total length, host order.
+    #[inline(always)]
+    pub fn tot_len(self) -> u16 {
+        u16::from_be(unsafe { (*self.0).tot_len })
+    }
+
+    #[inline(always)]
+    pub fn check(self) -> u16 {
+        unsafe { (*self.0).check }
+    }
+
+    #[inline(always)]
+    pub fn set_check(self, check: u16) {
+        unsafe { (*self.0).check = check }
+    }
+
+    /// Writes the addresses; the checksum is the caller's to patch.
+    #[inline(always)]
+    pub fn set_addrs(self, src: u32, dst: u32) {
+        unsafe {
+            (*self.0).src = src;
+            (*self.0).dst = dst;
+        }
+    }
+}
+
+/// The ports and checksum of a TCP or UDP header, and TCP's flags (0 for
+/// UDP). Ports are in wire order.
+#[derive(Clone, Copy)]
+pub struct L4 {
+    ports: *mut [u16; 2],
+    check: *mut u16,
+    pub tcp_flags: u8,
+}
+
+impl L4 {
+    /// Source and destination port.
+    #[inline(always)]
+    pub fn ports(self) -> [u16; 2] {
+        unsafe { *self.ports }
+    }
+
+    #[inline(always)]
+    pub fn set_ports(self, ports: [u16; 2]) {
+        unsafe { *self.ports = ports }
+    }
+
+    #[inline(always)]
+    pub fn check(self) -> u16 {
+        unsafe { *self.check }
+    }
+
+    #[inline(always)]
+    pub fn set_check(self, check: u16) {
+        unsafe { *self.check = check }
+    }
+}
+
+/// Ethernet (with at most one 802.1Q tag) and the fixed part of an IPv4
+/// header: enough to ask whether the destination is ours.
+pub struct Frame {
+    pub eth: Eth,
+    pub ip: Ipv4,
+    /// Offset of the IPv4 header.
+    l3: usize,
+}
+
+/// A TCP or UDP packet addressed to one of our addresses, past the IPv4
+/// policies.
+pub struct Packet {
+    pub eth: Eth,
+    pub ip: Ipv4,
+    pub l4: L4,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+}
+
+/// The frame's Ethernet and IPv4 headers; anything else (ARP, IPv6, a
+/// frame too short for them) is not ours.
+#[inline(always)]
+pub fn frame(ctx: &XdpContext) -> Result<Frame, Reason> {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Reason::PassNotOurs)?;
+    let mut l3 = ETH_HLEN;
+    let mut proto = unsafe { (*eth).proto };
+    if proto == ETH_P_8021Q {
+        let tag = ptr_at::<[u16; 2]>(ctx, ETH_HLEN).ok_or(Reason::PassNotOurs)?;
+        proto = unsafe { (*tag)[1] };
+        l3 = ETH_HLEN + VLAN_HLEN;
+    }
+    if proto != ETH_P_IP {
+        return Err(Reason::PassNotOurs);
+    }
+    let ip = ptr_at::<Ipv4Hdr>(ctx, l3).ok_or(Reason::PassNotOurs)?;
+    Ok(Frame {
+        eth: Eth(eth),
+        ip: Ipv4(ip),
+        l3,
+    })
+}
+
+impl Frame {
+    /// The packet, if its IPv4 header passes the policies for traffic to
+    /// us (no options, no fragments, a length that fits the frame) and it
+    /// carries a whole TCP or UDP header. Other protocols pass to the
+    /// kernel (ICMP to a VIP, say).
+    #[inline(always)]
+    pub fn transport(self, ctx: &XdpContext) -> Result<Packet, Reason> {
+        let ip = self.ip.0;
+        let (vihl, frag, tot_len, proto) =
+            unsafe { ((*ip).vihl, (*ip).frag_off, (*ip).tot_len, (*ip).proto) };
+        if vihl >> 4 != 4 || vihl & 0xf < 5 {
+            return Err(Reason::DropMalformed);
+        }
+        if vihl != IPV4_PLAIN {
+            return Err(Reason::DropIpOptions);
+        }
+        if frag & IP_MF_OFFSET != 0 {
+            return Err(Reason::DropFragment);
+        }
+        let tot_len = u16::from_be(tot_len) as usize;
+        // The whole datagram must be in the frame. Checked after the
+        // transport header's own bounds: LLVM would drop those as implied
+        // by this check, and the verifier cannot follow that.
+        let fits = || tot_len >= IPV4_HLEN && ctx.data() + self.l3 + tot_len <= ctx.data_end();
+        let l4_off = self.l3 + IPV4_HLEN;
+        let l4 = match proto {
+            PROTO_TCP => {
+                let tcp = ptr_at::<TcpHdr>(ctx, l4_off).ok_or(Reason::DropMalformed)?;
+                if !fits() || unsafe { (*tcp).doff } >> 4 < 5 || tot_len < IPV4_HLEN + 20 {
+                    return Err(Reason::DropMalformed);
+                }
+                L4 {
+                    ports: unsafe { core::ptr::addr_of_mut!((*tcp).ports) },
+                    check: unsafe { core::ptr::addr_of_mut!((*tcp).check) },
+                    tcp_flags: unsafe { (*tcp).flags },
+                }
+            }
+            PROTO_UDP => {
+                let udp = ptr_at::<UdpHdr>(ctx, l4_off).ok_or(Reason::DropMalformed)?;
+                if !fits() || tot_len < IPV4_HLEN + 8 {
+                    return Err(Reason::DropMalformed);
+                }
+                L4 {
+                    ports: unsafe { core::ptr::addr_of_mut!((*udp).ports) },
+                    check: unsafe { core::ptr::addr_of_mut!((*udp).check) },
+                    tcp_flags: 0,
+                }
+            }
+            _ if !fits() => return Err(Reason::DropMalformed),
+            _ => return Err(Reason::PassOtherProto),
+        };
+        Ok(Packet {
+            eth: self.eth,
+            ip: self.ip,
+            l4,
+            proto,
+        })
+    }
+}
+
+impl Packet {
+    /// The packet's 5-tuple as it arrived.
+    #[inline(always)]
+    pub fn key(&self) -> FlowKey {
+        let [sport, dport] = self.l4.ports();
+        FlowKey::new(self.ip.src(), self.ip.dst(), sport, dport, self.proto)
+    }
 }

@@ -408,6 +408,16 @@ impl Dataplane {
                         );
                     }
                 }
+                // Counters indexed by reason: another version may count
+                // more or fewer reasons. They start afresh at its size
+                // (the old program keeps its own until it is replaced).
+                let reasons = dir.join("REASONS");
+                if aya::maps::MapInfo::from_pin(&reasons)
+                    .is_ok_and(|i| i.max_entries() != Reason::COUNT)
+                {
+                    std::fs::remove_file(&reasons)
+                        .with_context(|| format!("replacing {}", reasons.display()))?;
+                }
                 // A data path left by another version may lay its maps out
                 // differently: reusing them would fail verification or
                 // misread entries.

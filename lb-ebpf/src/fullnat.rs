@@ -1,0 +1,42 @@
+//! FULLNAT, the forwarding mode: a client's packet leaves from the
+//! service's SNAT address to the backend, and the backend's reply leaves
+//! from the VIP to the client, each routed to its next hop.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{Config, Conn, Nat};
+
+use crate::{
+    csum::{rewrite, Endpoints},
+    fib,
+    parse::Packet,
+};
+
+/// A client's packet to the backend of `conn`, from its SNAT ip:port.
+#[inline(always)]
+pub fn to_backend(conn: &Conn) -> Endpoints {
+    Endpoints {
+        src_addr: conn.snat_addr,
+        dst_addr: conn.backend_addr,
+        src_port: conn.snat_port,
+        dst_port: conn.backend_port,
+    }
+}
+
+/// A backend's reply to the client `nat` restores, from the VIP.
+#[inline(always)]
+pub fn to_client(nat: &Nat) -> Endpoints {
+    Endpoints {
+        src_addr: nat.vip_addr,
+        dst_addr: nat.client_addr,
+        src_port: nat.vip_port,
+        dst_port: nat.client_port,
+    }
+}
+
+/// Rewrites the packet to `to` and sends it to its next hop. `to` is read
+/// from the flow's entry before the caller may remove it.
+#[inline(always)]
+pub fn send(ctx: &XdpContext, p: &Packet, to: Endpoints, cfg: &Config, now: u64) -> u32 {
+    rewrite(p, to);
+    fib::forward(ctx, p, [to.src_port, to.dst_port], cfg, now)
+}
