@@ -53,12 +53,36 @@ pub const fn source_hash(seed: u32, src: u32) -> u32 {
 mod tests {
     use super::*;
 
+    /// An address as the data path reads it: wire order in a native word.
+    fn a(o: [u8; 4]) -> u32 {
+        u32::from_ne_bytes(o)
+    }
+
     #[test]
-    fn fixed_values() {
-        // Pinned: changing the hash would move every flow on a live upgrade.
-        assert_eq!(flow_hash(0, 0, 0, 0, 0, 0), flow_hash(0, 0, 0, 0, 0, 0));
-        assert_ne!(flow_hash(1, 2, 3, 4, 5, 6), flow_hash(2, 2, 3, 4, 5, 6));
-        assert_ne!(flow_hash(1, 2, 3, 4, 5, 6), flow_hash(1, 2, 3, 5, 4, 6));
+    fn pinned_values() {
+        // Every node of a pair or an ECMP group must compute these, on any
+        // version: a change would move every flow to another backend and
+        // SNAT port on a live upgrade or a failover between versions.
+        let p = u16::to_be;
+        assert_eq!(flow_hash(0, 0, 0, 0, 0, 0), 0x11b1_771c);
+        let (client, vip) = (a([10, 99, 0, 2]), a([10, 99, 100, 1]));
+        assert_eq!(flow_hash(0x5eed, client, vip, p(40000), p(80), 6), 0x193e_7738);
+        assert_eq!(flow_hash(0x5eed, client, vip, p(40000), p(53), 17), 0xaeee_d42a);
+        let (c2, v2) = (a([192, 0, 2, 1]), a([198, 51, 100, 7]));
+        assert_eq!(flow_hash(u32::MAX, c2, v2, p(65535), p(443), 6), 0x0368_0ccc);
+        assert_eq!(source_hash(0x5eed, client), 0x1efc_83c6);
+        assert_eq!(source_hash(0, c2), 0x6466_fd5a);
+        assert_eq!(scramble(0), 0);
+        assert_eq!(scramble(0xdead_beef), 0x0de5_c6a9);
+    }
+
+    #[test]
+    fn every_field_counts() {
+        let h = flow_hash(1, 2, 3, 4, 5, 6);
+        assert_ne!(h, flow_hash(2, 2, 3, 4, 5, 6));
+        assert_ne!(h, flow_hash(1, 2, 3, 5, 4, 6));
+        assert_ne!(h, flow_hash(1, 3, 2, 4, 5, 6));
+        assert_ne!(h, flow_hash(1, 2, 3, 4, 5, 17));
         assert_ne!(source_hash(1, 2), source_hash(1, 3));
     }
 

@@ -163,6 +163,45 @@ mod tests {
     }
 
     #[test]
+    fn pinned_table() {
+        // Nodes on different versions must build the same table from the
+        // same seed and backends, or a failover moves flows.
+        let m: Vec<Member> = (0..3u32)
+            .map(|i| Member {
+                id: i,
+                addr: Ipv4Addr::new(10, 99, 1, 10 + i as u8),
+                port: 8080,
+                weight: 1 + i,
+            })
+            .collect();
+        let t = build(0x5eed, 251, &m);
+        assert_eq!(t[..12], [1, 1, 2, 2, 1, 1, 2, 2, 0, 2, 2, 0]);
+        let fnv = t
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        assert_eq!(fnv, 0x8c3f_9d2f_58fd_5d47);
+    }
+
+    #[test]
+    fn pinned_snat_candidates() {
+        // The first candidate is what a peer derives for a flow it takes over.
+        let svc = lb_common::Service {
+            snat_count: 2,
+            snat_addrs: [1, 2, 0, 0, 0, 0, 0, 0],
+            port_min: 1024,
+            port_max: 65535,
+            ..Default::default()
+        };
+        let got: Vec<_> = (0..3)
+            .map(|a| lb_common::snat_candidate(&svc, 0x193e_7738, a))
+            .collect();
+        assert_eq!(got, [(0, 7627), (0, 49420), (0, 59360)]);
+    }
+
+    #[test]
     fn primes() {
         assert!(is_prime(65537) && is_prime(251) && is_prime(2));
         assert!(!is_prime(65536) && !is_prime(1) && !is_prime(0));
