@@ -66,10 +66,19 @@ mod tests {
         let p = u16::to_be;
         assert_eq!(flow_hash(0, 0, 0, 0, 0, 0), 0x11b1_771c);
         let (client, vip) = (a([10, 99, 0, 2]), a([10, 99, 100, 1]));
-        assert_eq!(flow_hash(0x5eed, client, vip, p(40000), p(80), 6), 0x193e_7738);
-        assert_eq!(flow_hash(0x5eed, client, vip, p(40000), p(53), 17), 0xaeee_d42a);
+        assert_eq!(
+            flow_hash(0x5eed, client, vip, p(40000), p(80), 6),
+            0x193e_7738
+        );
+        assert_eq!(
+            flow_hash(0x5eed, client, vip, p(40000), p(53), 17),
+            0xaeee_d42a
+        );
         let (c2, v2) = (a([192, 0, 2, 1]), a([198, 51, 100, 7]));
-        assert_eq!(flow_hash(u32::MAX, c2, v2, p(65535), p(443), 6), 0x0368_0ccc);
+        assert_eq!(
+            flow_hash(u32::MAX, c2, v2, p(65535), p(443), 6),
+            0x0368_0ccc
+        );
         assert_eq!(source_hash(0x5eed, client), 0x1efc_83c6);
         assert_eq!(source_hash(0, c2), 0x6466_fd5a);
         assert_eq!(scramble(0), 0);

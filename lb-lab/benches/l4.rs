@@ -422,7 +422,7 @@ fn pps_run(lab: &Lab) -> Result<(f64, f64)> {
         .map(|b| lab::rx_packets(&lab.backends[b], "eth0"))
         .sum::<Result<u64>>()?;
     let sent_secs = lab::in_ns(&lab.client, || -> Result<f64> {
-        let ifindex = lb_user::agent::ifindex("eth0")?;
+        let ifindex = lb_user::sys::ifindex("eth0")?;
         let mut obj = aya::Ebpf::load(lb_user::dataplane::BENCH_OBJECT)?;
         let prog: &mut Xdp = obj.program_mut("tx").context("tx")?.try_into()?;
         prog.load()?;

@@ -471,7 +471,7 @@ impl Lab {
 
     /// Node `i`'s `xlb status --json`.
     pub fn status(&self, i: usize) -> Result<serde_json::Value> {
-        let text = lb_user::agent::query_status(&self.socket(i), true)?;
+        let text = lb_user::server::query_status(&self.socket(i), true)?;
         Ok(serde_json::from_str(&text)?)
     }
 

@@ -14,7 +14,7 @@ use lb_lab::{
     lab::{self, backend_addr, in_ns, lb_addr, Lab, Options, BACKENDS, ECHO_PORT, LBS, VIP},
     traffic::{http_get, Load, Rates, Stream},
 };
-use lb_user::dataplane::be_addr;
+use lb_user::sys::be_addr;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type Step = fn(&Lab) -> Result<(), Failed>;

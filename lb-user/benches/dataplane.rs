@@ -17,7 +17,10 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader, Pod,
 };
-use lb_user::dataplane::{BackendSpec, Dataplane, BENCH_OBJECT};
+use lb_user::{
+    dataplane::{Dataplane, BENCH_OBJECT},
+    plan::BackendSpec,
+};
 use support::{dplab::*, packet::*};
 
 /// Mirrors `Saved` in `lb-ebpf/src/bench.rs`.
@@ -187,13 +190,13 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
         lab.lb.neigh(*ip, *mac, "b0");
     }
     let mut dp = Dataplane::load(
-        lb_user::dataplane::Limits {
+        lb_user::plan::Limits {
             max_services: 4,
             max_backends: 64,
             conn_max,
             maglev_size: M,
         },
-        lb_user::dataplane::default_config(SEED, M),
+        lb_user::plan::default_config(SEED, M),
     )
     .unwrap();
     let snat: Vec<Ipv4Addr> = (1..=8).map(|i| Ipv4Addr::new(10, 99, 1, i)).collect();

@@ -8,6 +8,8 @@ pub mod import;
 pub mod maglev;
 pub mod par;
 pub mod plan;
+pub mod server;
 pub mod status;
 pub mod sync;
+pub mod sys;
 pub mod vrrp;

@@ -88,7 +88,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    agent::limit_arenas();
+    lb_user::sys::limit_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -124,7 +124,7 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
                 pin_path,
             }))?,
         Cmd::Status { json, socket } => {
-            print!("{}", agent::query_status(&socket, json)?);
+            print!("{}", lb_user::server::query_status(&socket, json)?);
         }
         Cmd::Check { config } => {
             let c = config::load(&config)?;

@@ -14,8 +14,10 @@ use lb_common::{
     SVC_ENABLED, SVC_SRC_HASH,
 };
 use lb_user::{
-    dataplane::{addr_of, be_addr, BackendSpec, Dataplane, SyncedFlow},
+    dataplane::{Dataplane, SyncedFlow},
     maglev,
+    plan::BackendSpec,
+    sys::{addr_of, be_addr},
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 use support::{
@@ -105,7 +107,7 @@ fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
 
 fn backend_matches_maglev_prediction() -> Result<(), Failed> {
     let mut dp = dp();
-    let table = maglev::build(SEED, M, &web().members());
+    let table = maglev::build(SEED, M, &web().backends);
     ensure_eq!(
         table,
         dp.live_table(0)?,
@@ -259,7 +261,7 @@ fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<SyncEntry> {
 
 /// The first SNAT port the data path tries for the client's TCP flow from
 /// `sport` to `svc` on port 80.
-fn first_snat_port(svc: &lb_user::dataplane::ServiceSpec, sport: u16) -> u16 {
+fn first_snat_port(svc: &lb_user::plan::ServiceSpec, sport: u16) -> u16 {
     let h = flow_hash(
         SEED,
         be_addr(CLIENT),
@@ -418,7 +420,7 @@ fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
     let svc = web();
     let key = flow(CLIENT, 41000, 80, PROTO_TCP);
     let be = svc.backends[2];
-    let conn = peer_conn(&be, svc.id, 3333, lb_user::sync::monotonic_ns(), 0);
+    let conn = peer_conn(&be, svc.id, 3333, lb_user::sys::monotonic_ns(), 0);
     dp.install_flow(&key, &conn)?;
     // Mid-flow: an ACK with data, as after a failover.
     let (act, out) = run(&mut dp, &tcp(from_client(41000, 80), ACK, b"more"));
@@ -453,7 +455,7 @@ fn an_installed_peer_flow_is_forwarded_and_restored() -> Result<(), Failed> {
     })?;
     // The peer saw it close: both entries get the FIN timeout; a close for
     // a mapping this node does not hold changes nothing.
-    let now = lb_user::sync::monotonic_ns();
+    let now = lb_user::sys::monotonic_ns();
     check(!dp.close_flow(&key, &conn, now)?, || {
         "closed a stale mapping".into()
     })?;
@@ -495,7 +497,7 @@ fn a_datagrams_flows_apply_in_order() -> Result<(), Failed> {
     let mut dp = dp();
     let svc = web();
     let be = svc.backends[1];
-    let now = lb_user::sync::monotonic_ns();
+    let now = lb_user::sys::monotonic_ns();
     let on = |port: u16| peer_conn(&be, svc.id, port, now, 0);
     let key = flow(CLIENT, 42000, 80, PROTO_TCP);
     let other = flow(CLIENT, 42001, 80, PROTO_TCP);
@@ -549,7 +551,7 @@ fn a_midflow_takeover_reclaims_a_port_idle_since_before_it() -> Result<(), Faile
     let mut cfg = dp.config();
     cfg.flags = CFG_SYNC;
     dp.set_config(cfg)?;
-    let now = lb_user::sync::monotonic_ns();
+    let now = lb_user::sys::monotonic_ns();
     let before = now - 2_000_000_000;
     let mut svc = web();
     svc.backends.truncate(1);
@@ -1025,6 +1027,61 @@ macro_rules! trials {
     ($($f:ident),* $(,)?) => { vec![$(Trial::test(stringify!($f), $f)),*] };
 }
 
+/// A pinned data path is adopted only if its maps fit this version and
+/// this config; the reason counters, whose size follows the version, start
+/// afresh instead.
+fn pinned_maps_are_checked_when_adopted() -> Result<(), Failed> {
+    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/xlbt-{}-adopt", std::process::id()));
+    let limits = || lb_user::plan::Limits {
+        max_services: 4,
+        max_backends: 64,
+        conn_max: 4096,
+        maglev_size: M,
+    };
+    let config = lb_user::plan::default_config(SEED, M);
+    let result = (|| -> Result<(), Failed> {
+        drop(Dataplane::load_pinned(limits(), config, &dir)?);
+        let mut bigger = limits();
+        bigger.conn_max *= 2;
+        let err = match Dataplane::load_pinned(bigger, config, &dir) {
+            Ok(_) => return Err("a pinned table of another size was adopted".into()),
+            Err(e) => format!("{e:#}"),
+        };
+        check(
+            err.contains("pinned map CONNS") && err.contains("has 4096 entries"),
+            || err.clone(),
+        )?;
+        // An older version counted fewer reasons.
+        std::fs::remove_file(dir.join("REASONS"))?;
+        let older = Reason::COUNT - 1;
+        drop(
+            aya::EbpfLoader::new()
+                .map_max_entries("REASONS", older)
+                .map_max_entries("CONNS", 16)
+                .map_max_entries("NATS", 16)
+                .map_max_entries("MAGLEV", 2 * M)
+                .map_pin_path("REASONS", dir.join("REASONS"))
+                .load(lb_user::dataplane::OBJECT)?,
+        );
+        let info = aya::maps::MapInfo::from_pin(dir.join("REASONS"))?;
+        ensure_eq!(info.max_entries(), older);
+        let dp = Dataplane::load_pinned(limits(), config, &dir)?;
+        check(dp.adopted(), || "not adopted".into())?;
+        ensure_eq!(dp.reasons()?.len(), Reason::ALL.len());
+        let info = aya::maps::MapInfo::from_pin(dir.join("REASONS"))?;
+        ensure_eq!(info.max_entries(), Reason::COUNT);
+        dp.destroy()?;
+        Ok(())
+    })();
+    if dir.exists() {
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    result
+}
+
 fn main() {
     let args = Arguments::from_args();
     // The lab must exist before the harness spawns its threads: they inherit
@@ -1055,6 +1112,7 @@ fn main() {
         truncations_are_never_forwarded,
         random_input_is_never_forwarded_unless_well_formed,
         maglev_is_the_same_in_two_processes,
+        pinned_maps_are_checked_when_adopted,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     dplab::teardown();

@@ -13,7 +13,7 @@ use std::{
 };
 
 use lb_user::{
-    config::CheckCommon,
+    config::{CheckCommon, ServerKey},
     health::{self, Checker, Event, Http, Kind, Outcome},
 };
 use tokio::{
@@ -47,7 +47,11 @@ fn common() -> CheckCommon {
 
 fn checker(target: SocketAddr, kind: Kind) -> Checker {
     Checker {
-        server: ("vs".into(), Ipv4Addr::LOCALHOST, target.port()),
+        server: ServerKey {
+            service: "vs".into(),
+            addr: Ipv4Addr::LOCALHOST,
+            port: target.port(),
+        },
         target,
         common: common(),
         delay_loop: Duration::from_secs_f64(DELAY_LOOP),
@@ -400,7 +404,12 @@ async fn pool_bounds_checks_in_flight_and_keeps_unchanged_servers_on_update() {
 
     // Server 0's checker changes, 11 goes, 12 and 13 come (13 known down):
     // only 0, 12 and 13 are checked now; the others keep their schedule.
-    let down = [("pool".to_string(), Ipv4Addr::LOCALHOST, 10013)].into();
+    let down = [ServerKey {
+        service: "pool".into(),
+        addr: Ipv4Addr::LOCALHOST,
+        port: 10013,
+    }]
+    .into();
     checks.update(pool_config(&log, 0..11, "; true"), Default::default());
     checks.update(
         {
@@ -427,7 +436,11 @@ async fn pool_bounds_checks_in_flight_and_keeps_unchanged_servers_on_update() {
     assert_eq!(
         (ev.server, ev.up, ev.reason.as_str()),
         (
-            ("pool".into(), Ipv4Addr::LOCALHOST, 10013),
+            ServerKey {
+                service: "pool".into(),
+                addr: Ipv4Addr::LOCALHOST,
+                port: 10013
+            },
             true,
             "1 successful check(s)"
         )

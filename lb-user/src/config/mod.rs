@@ -453,6 +453,43 @@ impl Snat {
     }
 }
 
+/// Which real server: its virtual server's name, its address and port.
+/// Ordered by name first, so one virtual server's keys form a range.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerKey {
+    /// The virtual server's `name`.
+    pub service: String,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+impl ServerKey {
+    /// The key of `rs` in `vs`.
+    pub fn of(vs: &VirtualServer, rs: &RealServer) -> ServerKey {
+        ServerKey {
+            service: vs.name.clone(),
+            addr: rs.address,
+            port: rs.port,
+        }
+    }
+
+    /// Every key of virtual server `name`, for a range query.
+    pub fn range(name: &str) -> std::ops::RangeInclusive<ServerKey> {
+        let key = |addr, port| ServerKey {
+            service: name.to_string(),
+            addr,
+            port,
+        };
+        key(Ipv4Addr::UNSPECIFIED, 0)..=key(Ipv4Addr::BROADCAST, u16::MAX)
+    }
+}
+
+impl fmt::Display for ServerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.addr, self.port)
+    }
+}
+
 /// `real_servers[]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -18,13 +18,11 @@ use tokio::{
     time::{timeout, Instant},
 };
 
+pub use crate::config::ServerKey;
 use crate::config::{status_ranges, CheckCommon, RealServer, StatusCodes, VirtualServer};
 
 mod pool;
 pub use pool::{Checks, Pool};
-
-/// Which real server: (virtual server name, address, port).
-pub type ServerKey = (String, Ipv4Addr, u16);
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +147,7 @@ pub fn checker_for(vs: &VirtualServer, rs: &RealServer) -> Option<Checker> {
     let ip = common.connect_ip.unwrap_or(rs.address);
     let port = common.connect_port.unwrap_or(rs.port);
     Some(Checker {
-        server: (vs.name.clone(), rs.address, rs.port),
+        server: ServerKey::of(vs, rs),
         target: SocketAddr::from((ip, port)),
         common,
         delay_loop: secs(vs.delay_loop),

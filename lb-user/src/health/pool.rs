@@ -369,7 +369,12 @@ mod tests {
         for s in &mut p.slots {
             s.track.up = false;
         }
-        let down = [("p".to_string(), std::net::Ipv4Addr::LOCALHOST, 3)].into();
+        let down = [ServerKey {
+            service: "p".into(),
+            addr: std::net::Ipv4Addr::LOCALHOST,
+            port: 3,
+        }]
+        .into();
         p.update(
             config(&[(1, "true"), (2, "exit 0"), (3, "true"), (4, "true")]),
             &down,

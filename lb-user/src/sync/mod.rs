@@ -17,7 +17,7 @@
 pub mod wire;
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::SocketAddrV4,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -27,11 +27,12 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use lb_common::SyncEntry;
+use serde::Serialize;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::{io::unix::AsyncFd, net::UdpSocket, sync::mpsc, task::JoinHandle};
 use tracing::{debug, error, warn};
 
-use crate::config::SyncDaemon;
+use crate::{config::SyncDaemon, dataplane::SyncedFlow, plan::Plan, sys::ifindex};
 pub use wire::Entry;
 
 /// What the sync has done, for `status`.
@@ -51,6 +52,28 @@ pub struct Counters {
     pub ignored: AtomicU64,
 }
 
+/// Flows exchanged with the VRRP peer, for `status` and the metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncStatus {
+    /// Whether the sync task runs (it logs why it stopped).
+    pub running: bool,
+    /// Records the data path could not queue: the ring was full.
+    pub lost: u64,
+    /// Flows sent to the peer.
+    pub sent: u64,
+    /// Flows the ring held that could not be sent.
+    pub send_errors: u64,
+    /// Flows received from the peer.
+    pub received: u64,
+    /// Received flows (new or closed) written to the data path.
+    pub installed: u64,
+    /// Received flows not written: this node serves that service now, or
+    /// has no such service, backend or SNAT pool.
+    pub ignored: u64,
+    /// Datagrams refused: malformed, another version or sync id.
+    pub refused: u64,
+}
+
 /// The running sync: a task that sends what the data path reports and
 /// passes on what the peer sends.
 pub struct ConnSync {
@@ -61,10 +84,10 @@ pub struct ConnSync {
 
 impl ConnSync {
     /// What `status` shows; `lost` is the data path's count.
-    pub fn status(&self, lost: u64) -> crate::status::SyncStatus {
+    pub fn status(&self, lost: u64) -> SyncStatus {
         let c = &self.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        crate::status::SyncStatus {
+        SyncStatus {
             running: !self.task.is_finished(),
             lost,
             sent: n(&c.sent),
@@ -86,7 +109,7 @@ impl Drop for ConnSync {
 /// Opens the multicast socket on `cfg.interface`: bound to the group and
 /// port, joined there, TTL 1, without loopback of our own messages.
 fn open(cfg: &SyncDaemon) -> Result<UdpSocket> {
-    let ifindex = crate::agent::ifindex(&cfg.interface)?;
+    let ifindex = ifindex(&cfg.interface)?;
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.bind_device(Some(cfg.interface.as_bytes()))
@@ -206,18 +229,115 @@ pub fn record(item: &[u8]) -> Option<SyncEntry> {
         .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEntry) })
 }
 
-/// Whether `a` is in the SNAT pool `addrs` × `ports`.
-pub fn in_pool(addrs: &[Ipv4Addr], ports: (u16, u16), a: Ipv4Addr, port: u16) -> bool {
-    addrs.contains(&a) && (ports.0..=ports.1).contains(&port)
+/// The flows of `entries` this node writes, in order, and how many it
+/// ignores. A flow is written only for a service of `plan` that this node
+/// does not serve now (where it serves, its own entries are the ones in
+/// use), to one of that service's backends, from its SNAT pool.
+pub fn to_install(plan: &Plan, entries: &[Entry], now: u64) -> (Vec<SyncedFlow>, u64) {
+    let mut flows = Vec::with_capacity(entries.len());
+    let mut ignored = 0;
+    for e in entries {
+        let found = plan.services.iter().find_map(|ps| {
+            let spec = &ps.spec;
+            let ours = spec.vip == e.vip
+                && spec.port == e.vip_port
+                && spec.proto == e.proto
+                && spec.flags & lb_common::SVC_ENABLED == 0
+                && spec.in_snat_pool(e.snat, e.snat_port);
+            if !ours {
+                return None;
+            }
+            spec.backends
+                .iter()
+                .find(|b| b.addr == e.backend && b.port == e.backend_port)
+                .map(|b| (spec.id, b.id))
+        });
+        match found {
+            Some((service_id, backend_id)) => flows.push(SyncedFlow {
+                key: e.key(),
+                conn: e.conn(backend_id, service_id, now),
+                closed: e.closed,
+            }),
+            None => ignored += 1,
+        }
+    }
+    (flows, ignored)
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the data path's `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `t`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Runtime;
+
+    const CFG: &str = "\
+global: {interface: eth0}
+vrrp_instances:
+  - {name: VI_1, virtual_router_id: 1, priority: 100}
+  - {name: VI_2, virtual_router_id: 2, priority: 100, state: MASTER}
+virtual_servers:
+  - name: standby
+    vip: 192.0.2.10
+    port: 80
+    vrrp_instance: VI_1
+    snat: {addresses: [192.0.2.2], ports: 2000-2999}
+    real_servers: [{address: 198.51.100.1, port: 8080}, {address: 198.51.100.2, port: 8080}]
+  - name: served
+    vip: 192.0.2.11
+    port: 80
+    vrrp_instance: VI_2
+    snat: {addresses: [192.0.2.2], ports: 3000-3999}
+    real_servers: [{address: 198.51.100.1, port: 8080}]
+";
+
+    fn entry(vip: [u8; 4], backend: [u8; 4], snat_port: u16) -> Entry {
+        Entry {
+            client: "203.0.113.9".parse().unwrap(),
+            client_port: 40000,
+            vip: vip.into(),
+            vip_port: 80,
+            backend: backend.into(),
+            backend_port: 8080,
+            snat: [192, 0, 2, 2].into(),
+            snat_port,
+            proto: lb_common::PROTO_TCP,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn only_flows_of_services_this_node_does_not_serve_are_installed() {
+        let c = crate::config::parse(CFG, "t.yaml").unwrap();
+        let plan = Plan::build(&c, &Runtime::from_config_hints(&c), None);
+        let standby = &plan.services[0].spec;
+        let mut closed = entry([192, 0, 2, 10], [198, 51, 100, 2], 2999);
+        closed.closed = true;
+        let entries = [
+            entry([192, 0, 2, 10], [198, 51, 100, 1], 2000),
+            closed,
+            // Served here: its own entries are the ones in use.
+            entry([192, 0, 2, 11], [198, 51, 100, 1], 3000),
+            // Not a backend of the service.
+            entry([192, 0, 2, 10], [198, 51, 100, 3], 2000),
+            // Outside the service's SNAT ports.
+            entry([192, 0, 2, 10], [198, 51, 100, 1], 3000),
+            // No such service.
+            entry([192, 0, 2, 12], [198, 51, 100, 1], 2000),
+        ];
+        let (flows, ignored) = to_install(&plan, &entries, 7);
+        assert_eq!(ignored, 4);
+        let got: Vec<_> = flows
+            .iter()
+            .map(|f| {
+                (
+                    f.conn.backend_id,
+                    f.conn.service_id,
+                    f.closed,
+                    f.conn.last_seen,
+                )
+            })
+            .collect();
+        let (b1, b2) = (standby.backends[0].id, standby.backends[1].id);
+        assert_eq!(got, [(b1, standby.id, false, 7), (b2, standby.id, true, 7)]);
+        assert_eq!(flows[0].key, entries[0].key());
+    }
 }

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 
 use lb_common::{Conn, FlowKey, SyncEntry, CT_FIN, CT_SYNCED};
 
-use crate::dataplane::{addr_of as addr, be_addr as raw};
+use crate::sys::{addr_of as addr, be_addr as raw};
 
 /// The only version.
 pub const VERSION: u8 = 1;

@@ -7,8 +7,9 @@ use std::{net::Ipv4Addr, sync::OnceLock};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{PROTO_TCP, PROTO_UDP, SVC_ENABLED};
 use lb_user::{
-    dataplane::{default_config, BackendSpec, Dataplane, Limits, ServiceSpec},
+    dataplane::Dataplane,
     maglev,
+    plan::{default_config, BackendSpec, Limits, ServiceSpec},
 };
 
 use super::{netns::*, packet::*};

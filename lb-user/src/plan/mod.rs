@@ -2,6 +2,8 @@
 //! hold, as a plain value. The agent applies the difference between two plans;
 //! `xlb check` prints one. No kernel is needed to build or test a plan.
 
+mod spec;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
@@ -10,10 +12,9 @@ use std::{
 
 use lb_common::{ADDR_SNAT, ADDR_VIP, SVC_ENABLED, SVC_SRC_HASH};
 
-use crate::{
-    config::{Config, LbAlgo, VirtualServer},
-    dataplane::{secs, BackendSpec, Limits, ServiceSpec},
-};
+pub use spec::{default_config, secs, BackendKey, BackendSpec, Limits, ServiceAddr, ServiceSpec};
+
+use crate::config::{Config, LbAlgo, RealServer, ServerKey, VirtualServer};
 
 /// What the agent knows beyond the config: which VRRP instances this node is
 /// MASTER of, and which real servers are down.
@@ -22,10 +23,10 @@ pub struct Runtime {
     /// VRRP instances in MASTER state, with the monotonic ns when each
     /// became MASTER here (0 when not known: the config's hint).
     pub masters: BTreeMap<String, u64>,
-    /// Real servers failing their checks: (virtual server name, address, port).
-    pub down: BTreeSet<(String, Ipv4Addr, u16)>,
+    /// Real servers failing their checks.
+    pub down: BTreeSet<ServerKey>,
     /// Weights set by `misc_dynamic` checks, overriding the config's.
-    pub weights: BTreeMap<(String, Ipv4Addr, u16), u32>,
+    pub weights: BTreeMap<ServerKey, u32>,
 }
 
 impl Runtime {
@@ -46,7 +47,7 @@ impl Runtime {
                     v.real_servers
                         .iter()
                         .filter(|r| r.alpha && r.checker_count() > 0)
-                        .map(|r| (v.name.clone(), r.address, r.port))
+                        .map(|r| ServerKey::of(v, r))
                 })
                 .collect(),
             weights: BTreeMap::new(),
@@ -54,17 +55,11 @@ impl Runtime {
     }
 }
 
-/// Identity of a service across reloads.
-pub type ServiceKey = (Ipv4Addr, u16, u8);
-/// Identity of a backend across reloads: its service, address and port, and
-/// whether it is the sorry server.
-pub type BackendKey = (ServiceKey, Ipv4Addr, u16, bool);
-
 /// Stable ids: a service or backend keeps its id across reloads, so its
 /// counters and Maglev tables stay put.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ids {
-    pub services: BTreeMap<ServiceKey, u32>,
+    pub services: BTreeMap<ServiceAddr, u32>,
     pub backends: BTreeMap<BackendKey, u32>,
 }
 
@@ -118,18 +113,24 @@ impl Plan {
         let empty = Ids::default();
         let prev = prev.unwrap_or(&empty);
         let g = &c.global;
-        let skeys: Vec<ServiceKey> = c.virtual_servers.iter().map(|v| service_key(v)).collect();
+        let skeys: Vec<ServiceAddr> = c.virtual_servers.iter().map(|v| service_addr(v)).collect();
         let service_ids = assign(&skeys, &prev.services);
         let bkeys: Vec<BackendKey> = c
             .virtual_servers
             .iter()
             .flat_map(|v| {
-                let sk = service_key(v);
+                let service = service_addr(v);
+                let key = move |addr, port, sorry| BackendKey {
+                    service,
+                    addr,
+                    port,
+                    sorry,
+                };
                 let reals = v
                     .real_servers
                     .iter()
-                    .map(move |r| (sk, r.address, r.port, false));
-                let sorry = v.sorry_server.map(|s| (sk, s.address, s.port, true));
+                    .map(move |r| key(r.address, r.port, false));
+                let sorry = v.sorry_server.map(|s| key(s.address, s.port, true));
                 reals.chain(sorry)
             })
             .collect();
@@ -225,10 +226,18 @@ impl Plan {
 fn plan_service(
     v: &VirtualServer,
     rt: &Runtime,
-    service_ids: &BTreeMap<ServiceKey, u32>,
+    service_ids: &BTreeMap<ServiceAddr, u32>,
     backend_ids: &BTreeMap<BackendKey, u32>,
 ) -> PlannedService {
-    let sk = service_key(v);
+    let sk = service_addr(v);
+    let id_of = |addr, port, sorry| {
+        backend_ids[&BackendKey {
+            service: sk,
+            addr,
+            port,
+            sorry,
+        }]
+    };
     let enabled = v
         .vrrp_instance
         .as_ref()
@@ -241,20 +250,20 @@ fn plan_service(
     // a key per server: 100,000 servers are rebuilt on every change.
     let down: BTreeSet<(Ipv4Addr, u16)> = rt
         .down
-        .range(range_of(&v.name))
-        .map(|k| (k.1, k.2))
+        .range(ServerKey::range(&v.name))
+        .map(|k| (k.addr, k.port))
         .collect();
     let weights: BTreeMap<(Ipv4Addr, u16), u32> = rt
         .weights
-        .range(range_of(&v.name))
-        .map(|(k, w)| ((k.1, k.2), *w))
+        .range(ServerKey::range(&v.name))
+        .map(|(k, w)| ((k.addr, k.port), *w))
         .collect();
-    let up = |r: &crate::config::RealServer| !down.contains(&(r.address, r.port));
+    let up = |r: &RealServer| !down.contains(&(r.address, r.port));
     let mut backends: Vec<BackendSpec> = v
         .real_servers
         .iter()
         .map(|r| BackendSpec {
-            id: backend_ids[&(sk, r.address, r.port, false)],
+            id: id_of(r.address, r.port, false),
             addr: r.address,
             port: r.port,
             // Down, or inhibited: no new flows either way.
@@ -277,7 +286,7 @@ fn plan_service(
                 b.weight = 0;
             }
             backends.push(BackendSpec {
-                id: backend_ids[&(sk, s.address, s.port, true)],
+                id: id_of(s.address, s.port, true),
                 addr: s.address,
                 port: s.port,
                 weight: 1,
@@ -307,14 +316,12 @@ fn plan_service(
     }
 }
 
-/// The keys of runtime state (virtual server, address, port) that belong to
-/// virtual server `name`.
-fn range_of(name: &str) -> std::ops::RangeInclusive<(String, Ipv4Addr, u16)> {
-    (name.to_string(), Ipv4Addr::UNSPECIFIED, 0)..=(name.to_string(), Ipv4Addr::BROADCAST, u16::MAX)
-}
-
-fn service_key(v: &VirtualServer) -> ServiceKey {
-    (v.vip, v.port, v.protocol.number())
+fn service_addr(v: &VirtualServer) -> ServiceAddr {
+    ServiceAddr {
+        vip: v.vip,
+        port: v.port,
+        proto: v.protocol.number(),
+    }
 }
 
 /// What changes from one plan to the next.
@@ -478,6 +485,14 @@ virtual_servers:
         parse(text, "t.yaml").unwrap()
     }
 
+    fn web(addr: &str) -> ServerKey {
+        ServerKey {
+            service: "web".into(),
+            addr: addr.parse().unwrap(),
+            port: 80,
+        }
+    }
+
     #[test]
     fn builds_services_addresses_and_flags() {
         let c = cfg(CFG);
@@ -508,8 +523,7 @@ virtual_servers:
     fn down_servers_and_quorum() {
         let c = cfg(CFG);
         let mut rt = Runtime::from_config_hints(&c);
-        rt.down
-            .insert(("web".into(), "198.51.100.2".parse().unwrap(), 80));
+        rt.down.insert(web("198.51.100.2"));
         let p = Plan::build(&c, &rt, None);
         let web = &p.services[0];
         assert!(web.sorry_active, "1 healthy < quorum 2");
@@ -565,10 +579,8 @@ virtual_servers:
         let c = cfg(CFG);
         let mut rt = Runtime::from_config_hints(&c);
         let p = Plan::build(&c, &rt, None);
-        rt.down
-            .insert(("web".into(), "198.51.100.2".parse().unwrap(), 80));
-        rt.weights
-            .insert(("web".into(), "198.51.100.1".parse().unwrap(), 80), 9);
+        rt.down.insert(web("198.51.100.2"));
+        rt.weights.insert(web("198.51.100.1"), 9);
         let full = Plan::build(&c, &rt, Some(&p.ids));
         let part = p.update_services(&c, &rt, &["web"].into());
         assert_eq!(part, full);
