@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod glob;
 pub mod health;
 pub mod import;
 pub mod maglev;

@@ -16,7 +16,7 @@ use std::{
 use serde::Deserialize;
 
 use super::{parse_yaml, split, Config, ConfigError, LineIndex, VirtualServer};
-use crate::import::lexer::wildmatch;
+use crate::glob::{has_wildcard, NamePattern};
 
 /// More files than this from one pattern is refused: a pattern that
 /// matches a whole tree by mistake should not be read.
@@ -268,12 +268,12 @@ fn expand(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| format!("{pattern}: not a file name"))?;
     let parent = full.parent().unwrap_or(Path::new("/"));
-    if parent.to_string_lossy().contains(['*', '?', '[']) {
+    if has_wildcard(&parent.to_string_lossy()) {
         return Err(format!(
             "{pattern}: wildcards are allowed in the file name only"
         ));
     }
-    if !name.contains(['*', '?', '[']) {
+    if !has_wildcard(&name) {
         if !full.is_file() {
             return Err(format!("{}: no such file", full.display()));
         }
@@ -281,13 +281,14 @@ fn expand(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
     }
     let entries = std::fs::read_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     let mut files = Vec::new();
+    let matcher = NamePattern::new(&name);
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         // Hidden files (editor swap files, `.orig`) only when asked for.
         if n.starts_with('.') && !name.starts_with('.') {
             continue;
         }
-        if wildmatch(&name, &n) && e.path().is_file() {
+        if matcher.matches(&n) && e.path().is_file() {
             files.push(e.path());
             if files.len() > MAX_FILES {
                 return Err(format!("{pattern}: matches more than {MAX_FILES} files"));

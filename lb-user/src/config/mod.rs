@@ -51,7 +51,7 @@ pub struct Config {
 }
 
 /// `global`: the node and the data path.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Global {
     /// Name of this node in logs and notifications.
@@ -117,6 +117,43 @@ pub struct SyncDaemon {
     /// ring record per new and closed flow, and the peer's map writes.
     #[serde(default = "yes")]
     pub all_flows: bool,
+}
+
+// The defaults of the optional keys, as a YAML file that leaves them out
+// gets them; a required key is empty. The importer writes a key only where
+// it differs from these.
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            router_id: None,
+            interface: String::new(),
+            extra_interfaces: vec![],
+            xdp_mode: XdpMode::default(),
+            pin_path: default_pin_path(),
+            metrics: None,
+            hash_seed: 0,
+            maglev_size: default_maglev_size(),
+            max_services: default_max_services(),
+            max_backends: default_max_backends(),
+            conntrack: Conntrack::default(),
+            nexthop_ttl: default_nexthop_ttl(),
+            lvs_sync_daemon: None,
+        }
+    }
+}
+
+impl Default for SyncDaemon {
+    fn default() -> Self {
+        SyncDaemon {
+            interface: String::new(),
+            vrrp_instance: String::new(),
+            id: 0,
+            port: default_sync_port(),
+            group: default_sync_group(),
+            all_flows: yes(),
+        }
+    }
 }
 
 fn default_sync_port() -> u16 {
@@ -214,6 +251,19 @@ pub struct VrrpScript {
     pub fall: u32,
 }
 
+impl Default for VrrpScript {
+    fn default() -> Self {
+        VrrpScript {
+            script: String::new(),
+            interval: one(),
+            timeout: None,
+            weight: 0,
+            rise: one_u32(),
+            fall: one_u32(),
+        }
+    }
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -277,6 +327,35 @@ pub struct VrrpInstance {
     pub notify_stop: Option<String>,
     #[serde(default)]
     pub notify: Option<String>,
+}
+
+impl Default for VrrpInstance {
+    fn default() -> Self {
+        VrrpInstance {
+            name: String::new(),
+            interface: None,
+            state: VrrpState::default(),
+            virtual_router_id: 0,
+            priority: 0,
+            advert_int: one(),
+            version: default_vrrp_version(),
+            preempt: yes(),
+            preempt_delay: 0.0,
+            authentication: None,
+            unicast_src_ip: None,
+            unicast_peers: vec![],
+            virtual_ipaddress: vec![],
+            track_script: vec![],
+            track_virtual_server: vec![],
+            garp_master_repeat: default_garp_repeat(),
+            garp_master_delay: default_garp_delay(),
+            notify_master: None,
+            notify_backup: None,
+            notify_fault: None,
+            notify_stop: None,
+            notify: None,
+        }
+    }
 }
 
 fn default_garp_repeat() -> u32 {
@@ -415,6 +494,26 @@ pub enum OnDown {
     Reset,
 }
 
+impl Default for VirtualServer {
+    fn default() -> Self {
+        VirtualServer {
+            name: String::new(),
+            vip: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            protocol: default_protocol(),
+            vrrp_instance: None,
+            lb_algo: LbAlgo::default(),
+            lb_kind: LbKind::default(),
+            snat: Snat::default(),
+            delay_loop: default_delay_loop(),
+            quorum: one_u32(),
+            sorry_server: None,
+            on_down: OnDown::default(),
+            real_servers: vec![],
+        }
+    }
+}
+
 fn default_protocol() -> Protocol {
     Protocol::Tcp
 }
@@ -438,6 +537,15 @@ pub struct Snat {
     /// `"FIRST-LAST"`, inclusive.
     #[serde(default = "default_snat_ports")]
     pub ports: String,
+}
+
+impl Default for Snat {
+    fn default() -> Self {
+        Snat {
+            addresses: vec![],
+            ports: default_snat_ports(),
+        }
+    }
 }
 
 fn default_snat_ports() -> String {
@@ -523,6 +631,25 @@ pub struct RealServer {
     pub alpha: bool,
 }
 
+impl Default for RealServer {
+    fn default() -> Self {
+        RealServer {
+            address: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            weight: one_u32(),
+            inhibit_on_failure: false,
+            tcp_check: None,
+            http_get: None,
+            ssl_get: None,
+            dns_check: None,
+            misc_check: None,
+            notify_up: None,
+            notify_down: None,
+            alpha: false,
+        }
+    }
+}
+
 impl RealServer {
     /// How many checker blocks the server has.
     pub fn checker_count(&self) -> usize {
@@ -599,7 +726,7 @@ where
 /// A checker block: the shared keys, then its own. (serde cannot combine
 /// `flatten` with `deny_unknown_fields`, so each block is its own struct.)
 macro_rules! checker {
-    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty = $d:expr),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -627,6 +754,22 @@ macro_rules! checker {
             #[serde(default)]
             pub connect_port: Option<u16>,
             $($(#[$fm])* pub $f: $t,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    connect_timeout: default_connect_timeout(),
+                    retry: one_u32(),
+                    rise: one_u32(),
+                    delay_before_retry: one(),
+                    warmup: None,
+                    bindto: None,
+                    connect_ip: None,
+                    connect_port: None,
+                    $($f: $d,)*
+                }
+            }
         }
 
         impl $name {
@@ -660,22 +803,22 @@ checker!(
     /// `http_get` and `ssl_get`.
     HttpGet {
         #[serde(default = "default_path")]
-        path: String,
+        path: String = default_path(),
         /// A code or ranges, e.g. `200` or `"200-299,301"`.
         #[serde(default)]
-        status_code: Option<StatusCodes>,
+        status_code: Option<StatusCodes> = None,
         /// MD5 of the body, as keepalived's genhash prints it.
         #[serde(default)]
-        digest: Option<String>,
+        digest: Option<String> = None,
         /// Host header.
         #[serde(default)]
-        virtualhost: Option<String>,
+        virtualhost: Option<String> = None,
         /// "1.0" or "1.1".
         #[serde(default)]
-        http_protocol: Option<String>,
+        http_protocol: Option<String> = None,
         /// `ssl_get` only: verify the server's certificate.
         #[serde(default)]
-        verify_certificate: bool,
+        verify_certificate: bool = false,
     }
 );
 
@@ -695,9 +838,9 @@ checker!(
     /// `dns_check`: a UDP query, OK on a well-formed NOERROR reply.
     DnsCheck {
         #[serde(default = "default_dns_name")]
-        name: String,
+        name: String = default_dns_name(),
         #[serde(default = "default_dns_type", rename = "type")]
-        qtype: String,
+        qtype: String = default_dns_type(),
     }
 );
 
@@ -711,13 +854,13 @@ fn default_dns_type() -> String {
 checker!(
     /// `misc_check`: an external program.
     MiscCheck {
-        misc_path: String,
+        misc_path: String = String::new(),
         /// Seconds before the program is killed.
         #[serde(default)]
-        misc_timeout: Option<f64>,
+        misc_timeout: Option<f64> = None,
         /// Exit 2-255 sets the weight to code - 2.
         #[serde(default)]
-        misc_dynamic: bool,
+        misc_dynamic: bool = false,
     }
 );
 

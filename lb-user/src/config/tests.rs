@@ -621,3 +621,38 @@ fn equal_checkers_are_shared() {
     assert!(Arc::ptr_eq(checks[0], checks[3]));
     assert!(!Arc::ptr_eq(checks[0], checks[2]));
 }
+
+/// Each struct's `Default` is what a file gets that leaves out every
+/// optional key: the importer relies on it to leave defaults out.
+#[test]
+fn defaults_match_what_serde_fills_in() {
+    fn of<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+    assert_eq!(of::<Global>("interface: ''"), Global::default());
+    assert_eq!(of::<VrrpScript>("script: ''"), VrrpScript::default());
+    assert_eq!(
+        of::<VrrpInstance>("{name: '', virtual_router_id: 0, priority: 0}"),
+        VrrpInstance::default()
+    );
+    assert_eq!(
+        of::<VirtualServer>(
+            "{name: '', vip: 0.0.0.0, port: 0, snat: {addresses: []}, real_servers: []}"
+        ),
+        VirtualServer::default()
+    );
+    assert_eq!(of::<Snat>("addresses: []"), Snat::default());
+    assert_eq!(
+        of::<RealServer>("{address: 0.0.0.0, port: 0}"),
+        RealServer::default()
+    );
+    assert_eq!(of::<TcpCheck>("{}"), TcpCheck::default());
+    assert_eq!(of::<HttpGet>("{}"), HttpGet::default());
+    assert_eq!(of::<DnsCheck>("{}"), DnsCheck::default());
+    assert_eq!(of::<MiscCheck>("misc_path: ''"), MiscCheck::default());
+    assert_eq!(
+        of::<SyncDaemon>("{interface: '', vrrp_instance: ''}"),
+        SyncDaemon::default()
+    );
+    assert_eq!(of::<Conntrack>("{}"), Conntrack::default());
+}

@@ -5,10 +5,11 @@
 
 use std::fmt::Write as _;
 
-use super::translate::{defaults, sub, Ann};
+use super::ann::{sub, Ann};
 use crate::config::{
-    CheckCommon, Config, Endpoint, LbAlgo, LbKind, OnDown, Protocol, RealServer, StatusCodes,
-    VirtualServer, VrrpInstance, VrrpState, XdpMode,
+    CheckCommon, Config, DnsCheck, Endpoint, Global, HttpGet, LbAlgo, LbKind, MiscCheck, OnDown,
+    Protocol, RealServer, Snat, StatusCodes, SyncDaemon, TcpCheck, VirtualServer, VrrpInstance,
+    VrrpScript, VrrpState, XdpMode,
 };
 
 /// Comments are wrapped to this width.
@@ -37,7 +38,7 @@ pub fn emit(c: &Config, ann: &Ann, source: &str) -> String {
     if !c.vrrp_scripts.is_empty() {
         w.out.push('\n');
         w.line(0, false, "vrrp_scripts", None, "vrrp_scripts");
-        let d = defaults::script();
+        let d = VrrpScript::default();
         for (name, s) in &c.vrrp_scripts {
             let p = format!("vrrp_scripts.{name}");
             w.line(2, false, &scalar(name), None, &p);
@@ -74,7 +75,7 @@ pub fn emit(c: &Config, ann: &Ann, source: &str) -> String {
 
 fn global(w: &mut W, c: &Config) {
     let g = &c.global;
-    let d = defaults::global();
+    let d = Global::default();
     let p = "global";
     w.line(0, false, "global", None, p);
     if let Some(r) = &g.router_id {
@@ -185,20 +186,21 @@ fn global(w: &mut W, c: &Config) {
         );
         let inst = scalar(&s.vrrp_instance);
         w.line(4, false, "vrrp_instance", Some(inst), &at("vrrp_instance"));
-        if s.id != 0 {
+        let d = SyncDaemon::default();
+        if s.id != d.id {
             w.line(4, false, "id", Some(s.id.to_string()), &at("id"));
         }
-        if s.port != 8848 {
+        if s.port != d.port {
             w.line(4, false, "port", Some(s.port.to_string()), &at("port"));
         }
-        if s.group != std::net::Ipv4Addr::new(224, 0, 0, 81) {
+        if s.group != d.group {
             w.line(4, false, "group", Some(s.group.to_string()), &at("group"));
         }
     }
 }
 
 fn instance(w: &mut W, p: &str, v: &VrrpInstance) {
-    let d = defaults::instance();
+    let d = VrrpInstance::default();
     w.line(2, true, "name", Some(scalar(&v.name)), p);
     w.opt(4, "interface", p, &v.interface, &d.interface, |x| {
         x.as_deref().map_or("null".into(), scalar)
@@ -332,7 +334,7 @@ fn instance(w: &mut W, p: &str, v: &VrrpInstance) {
 }
 
 fn server(w: &mut W, p: &str, v: &VirtualServer) {
-    let d = defaults::server();
+    let d = VirtualServer::default();
     w.line(2, true, "name", Some(scalar(&v.name)), p);
     w.line(4, false, "vip", Some(v.vip.to_string()), &sub(p, "vip"));
     w.line(4, false, "port", Some(v.port.to_string()), &sub(p, "port"));
@@ -362,7 +364,7 @@ fn server(w: &mut W, p: &str, v: &VirtualServer) {
         LbKind::Fullnat => "fullnat".to_string(),
     });
     let sp = sub(p, "snat");
-    let ds = defaults::snat();
+    let ds = Snat::default();
     w.line(4, false, "snat", None, &sp);
     w.line(
         6,
@@ -408,7 +410,7 @@ fn server(w: &mut W, p: &str, v: &VirtualServer) {
 }
 
 fn real(w: &mut W, p: &str, r: &RealServer) {
-    let d = defaults::real();
+    let d = RealServer::default();
     w.line(6, true, "address", Some(r.address.to_string()), p);
     w.line(8, false, "port", Some(r.port.to_string()), &sub(p, "port"));
     w.opt(8, "weight", p, &r.weight, &d.weight, |x| x.to_string());
@@ -430,13 +432,13 @@ fn real(w: &mut W, p: &str, r: &RealServer) {
     if let Some(t) = &r.tcp_check {
         let cp = sub(p, "tcp_check");
         let mut s = w.child();
-        common(&mut s, &cp, t.common(), defaults::tcp().common());
+        common(&mut s, &cp, t.common(), TcpCheck::default().common());
         s.close(w, "tcp_check", &cp);
     }
     for (k, h) in [("http_get", &r.http_get), ("ssl_get", &r.ssl_get)] {
         let Some(h) = h else { continue };
         let cp = sub(p, k);
-        let dh = defaults::http();
+        let dh = HttpGet::default();
         let mut s = w.child();
         common(&mut s, &cp, h.common(), dh.common());
         s.opt(10, "path", &cp, &h.path, &dh.path, |x| scalar(x));
@@ -483,7 +485,7 @@ fn real(w: &mut W, p: &str, r: &RealServer) {
     }
     if let Some(c) = &r.dns_check {
         let cp = sub(p, "dns_check");
-        let dd = defaults::dns();
+        let dd = DnsCheck::default();
         let mut s = w.child();
         common(&mut s, &cp, c.common(), dd.common());
         s.opt(10, "name", &cp, &c.name, &dd.name, |x| scalar(x));
@@ -492,7 +494,7 @@ fn real(w: &mut W, p: &str, r: &RealServer) {
     }
     if let Some(m) = &r.misc_check {
         let cp = sub(p, "misc_check");
-        let dm = defaults::misc();
+        let dm = MiscCheck::default();
         let mut s = w.child();
         common(&mut s, &cp, m.common(), dm.common());
         s.line(

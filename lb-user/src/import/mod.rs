@@ -4,13 +4,22 @@
 //!
 //! - [`lexer`]: keepalived's lexical rules, `include` files;
 //! - [`tree`]: statements and their blocks;
-//! - [`translate`]: statements → [`Config`], comments and report items;
+//! - [`resolve`]: statements → [`Config`], comments ([`ann`]) and report
+//!   items ([`report`]), one section per module: [`global`], [`scripts`],
+//!   [`vrrp`], [`lvs`] and [`checker`];
 //! - [`emit`]: the YAML text, written by hand so it can carry comments.
 
+pub mod ann;
+mod checker;
 pub mod emit;
+mod global;
 pub mod lexer;
-pub mod translate;
+mod lvs;
+mod report;
+pub mod resolve;
+mod scripts;
 pub mod tree;
+mod vrrp;
 
 use std::{fmt, net::Ipv4Addr, path::Path};
 
@@ -97,7 +106,7 @@ pub fn import(path: &Path, opts: &Options, fs: &dyn Files) -> Result<Import, Imp
     let lexed = lexer::lex(path, fs, &mut items)
         .map_err(|e| ImportError(format!("{}: {e}", path.display())))?;
     let nodes = tree::build(&lexed.toks, &mut items);
-    let out = translate::translate(&nodes, opts, &mut items);
+    let out = resolve::translate(&nodes, opts, &mut items);
     let source = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
