@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite},
     net::{TcpSocket, TcpStream, UdpSocket},
     time::{timeout, Instant},
 };
@@ -417,120 +417,82 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 /// Largest response a check reads.
 const MAX_RESPONSE: usize = 1 << 20;
 
+/// One request and its whole response (hyper's HTTP/1 client over the
+/// check's own connection), judged; all of it before `deadline`.
 async fn http<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
+    s: S,
     h: &Http,
     deadline: Instant,
     limit: Duration,
 ) -> Outcome {
-    let host = h.host.clone().unwrap_or_else(|| "localhost".into());
-    let req = format!(
-        "GET {} HTTP/{}\r\nHost: {host}\r\nUser-Agent: xlb-healthcheck\r\nConnection: close\r\n\r\n",
-        h.path, h.version
-    );
-    match timeout_at(deadline, s.write_all(req.as_bytes())).await {
-        Err(_) => return Outcome::Down(format!("request timeout after {}", show(limit))),
-        Ok(Err(e)) => return Outcome::Down(format!("sending the request: {e}")),
-        Ok(Ok(())) => {}
+    match timeout_at(deadline, exchange(s, h)).await {
+        Err(_) => Outcome::Down(format!("response timeout after {}", show(limit))),
+        Ok(Err(why)) => Outcome::Down(why),
+        Ok(Ok(r)) => judge(h, r),
     }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(done) = complete(&buf) {
-            return judge(h, done);
-        }
-        if buf.len() > MAX_RESPONSE {
-            return Outcome::Down("response over 1 MiB".into());
-        }
-        match timeout_at(deadline, s.read(&mut chunk)).await {
-            Err(_) => return Outcome::Down(format!("response timeout after {}", show(limit))),
-            Ok(Err(e)) => return Outcome::Down(format!("reading the response: {e}")),
-            Ok(Ok(0)) => {
-                return match parse_head(&buf) {
-                    Some((code, body_at, _)) => judge(
-                        h,
-                        Response {
-                            code,
-                            body: buf[body_at..].to_vec(),
-                        },
-                    ),
-                    None => Outcome::Down("connection closed before a full response".into()),
-                }
-            }
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-        }
+}
+
+/// The status and body of the response to `h`'s request, or why there is
+/// none.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: S, h: &Http) -> Result<Response, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    use hyper::{body::Bytes, header, Request, Version};
+    let sending = |e: hyper::Error| format!("sending the request: {e}");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .map_err(sending)?;
+    let req = Request::get(h.path.as_str())
+        .version(if h.version == "1.1" {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        })
+        .header(header::HOST, h.host.as_deref().unwrap_or("localhost"))
+        .header(header::USER_AGENT, "xlb-healthcheck")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("the request: {e}"))?;
+    let response = async {
+        let resp = tx.send_request(req).await.map_err(reading)?;
+        let code = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => reading(*e),
+                Err(_) => "response over 1 MiB".to_string(),
+            })?
+            .to_bytes()
+            .to_vec();
+        Ok(Response { code, body })
+    };
+    // The connection is driven beside the exchange, on this task: it ends
+    // with the response (the request asked for `Connection: close`).
+    let (mut response, mut conn) = (std::pin::pin!(response), std::pin::pin!(conn));
+    tokio::select! {
+        biased;
+        r = &mut response => r,
+        done = &mut conn => match done {
+            // The whole response was read before the connection closed.
+            Ok(()) => response.await,
+            Err(e) => Err(reading(e)),
+        },
+    }
+}
+
+/// Why a response could not be read.
+fn reading(e: hyper::Error) -> String {
+    use std::error::Error;
+    match e.source() {
+        _ if e.is_incomplete_message() => "connection closed before a full response".into(),
+        Some(why) => format!("reading the response: {e}: {why}"),
+        None => format!("reading the response: {e}"),
     }
 }
 
 struct Response {
     code: u16,
     body: Vec<u8>,
-}
-
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-/// (status, body offset, framing) once the head is complete.
-fn parse_head(buf: &[u8]) -> Option<(u16, usize, Framing)> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(at) = resp.parse(buf).ok()? else {
-        return None;
-    };
-    let mut framing = Framing::UntilClose;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            if let Some(n) = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-            {
-                framing = Framing::Length(n);
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-            && String::from_utf8_lossy(h.value)
-                .to_ascii_lowercase()
-                .contains("chunked")
-        {
-            framing = Framing::Chunked;
-        }
-    }
-    Some((resp.code?, at, framing))
-}
-
-/// The response, if `buf` holds all of it.
-fn complete(buf: &[u8]) -> Option<Response> {
-    let (code, at, framing) = parse_head(buf)?;
-    let body = &buf[at..];
-    match framing {
-        Framing::Length(n) => (body.len() >= n).then(|| Response {
-            code,
-            body: body[..n].to_vec(),
-        }),
-        Framing::Chunked => dechunk(body).map(|body| Response { code, body }),
-        Framing::UntilClose => None,
-    }
-}
-
-/// A whole chunked body, decoded; None while incomplete.
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&b[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        if b.len() < size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
 }
 
 fn judge(h: &Http, r: Response) -> Outcome {
@@ -639,17 +601,71 @@ async fn misc(command: &str, limit: Duration, dynamic: bool) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn chunked_and_length_framing() {
-        let r = complete(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcde").unwrap();
-        assert_eq!((r.code, r.body.as_slice()), (200, &b"abc"[..]));
-        assert!(complete(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab").is_none());
-        let c = b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
-        let r = complete(c).unwrap();
-        assert_eq!((r.code, r.body.as_slice()), (503, &b"abcde"[..]));
-        assert!(complete(&c[..c.len() - 7]).is_none());
-        assert!(complete(b"HTTP/1.0 200 OK\r\n\r\nuntil close").is_none());
+    /// The response to a request, from a server that writes `reply` and
+    /// closes.
+    async fn answer(reply: &'static [u8]) -> Result<(u16, Vec<u8>), String> {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = server.read(&mut buf).await;
+            let _ = server.write_all(reply).await;
+        });
+        let h = Http {
+            tls: false,
+            verify: false,
+            path: "/".into(),
+            host: None,
+            version: "1.1".into(),
+            codes: vec![(200, 299)],
+            codes_text: "200-299".into(),
+            digest: None,
+        };
+        exchange(client, &h).await.map(|r| (r.code, r.body))
+    }
+
+    #[tokio::test]
+    async fn chunked_length_and_until_close_framing() {
+        let r = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcde").await;
+        assert_eq!(r, Ok((200, b"abc".to_vec())));
+        // A body cut short is no response.
+        let short = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab").await;
+        assert!(
+            short.as_ref().is_err_and(|e| e.contains("end of file")),
+            "{short:?}"
+        );
+        const CHUNKED: &[u8] =
+            b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        assert_eq!(answer(CHUNKED).await, Ok((503, b"abcde".to_vec())));
+        let cut = &CHUNKED[..CHUNKED.len() - 7];
+        let cut: &'static [u8] = Box::leak(cut.to_vec().into_boxed_slice());
+        let cut = answer(cut).await;
+        assert!(
+            cut.as_ref().is_err_and(|e| e.contains("EOF")),
+            "{cut:?}"
+        );
+        let close = answer(b"HTTP/1.0 200 OK\r\n\r\nuntil close").await;
+        assert_eq!(close, Ok((200, b"until close".to_vec())));
+        let head = answer(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+        assert_eq!(head, Err("connection closed before a full response".into()));
+    }
+
+    #[tokio::test]
+    async fn a_response_over_the_limit_is_refused() {
+        let big: &'static [u8] = Box::leak(
+            [
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    MAX_RESPONSE + 1
+                )
+                .into_bytes(),
+                vec![b'x'; MAX_RESPONSE + 1],
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        assert_eq!(answer(big).await, Err("response over 1 MiB".into()));
     }
 
     #[test]
