@@ -14,6 +14,7 @@
 //! the direct setup's, which is what the LB adds. Writes
 //! `docs/bench/l4.{json,md,svg}`.
 
+use nix::sys::signal::Signal;
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
@@ -64,17 +65,9 @@ struct CpuMark {
 }
 
 fn cpu_mark() -> Result<CpuMark> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
     Ok(CpuMark {
         at: std::time::Instant::now(),
-        not_busy: v[3] + v[4] + v.get(7).copied().unwrap_or(0),
+        not_busy: netlab::proc::machine_not_busy_ticks()?,
     })
 }
 
@@ -85,7 +78,7 @@ fn busy_ms_since(m: &CpuMark) -> Result<f64> {
     let now = cpu_mark()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let wall = now.at.duration_since(m.at).as_secs_f64() * 1000.0 * cpus;
-    let idle = (now.not_busy - m.not_busy) as f64 / lab::ticks_per_sec() * 1000.0;
+    let idle = (now.not_busy - m.not_busy) as f64 / netlab::proc::ticks_per_sec() * 1000.0;
     Ok((wall - idle).max(0.0))
 }
 
@@ -376,16 +369,9 @@ fn start_proxy(lab: &Lab, dir: &Path, setup: &str) -> Result<Option<String>> {
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
+    let cpu = netlab::proc::cpu_model();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = lb_lab::netns::sh(&["uname", "-r"]).unwrap_or_default();
+    let kernel = netlab::sh(&["uname", "-r"]).unwrap_or_default();
     let kernel = kernel.trim();
     format!("{cores} × {cpu}, kernel {kernel}")
 }
@@ -414,23 +400,16 @@ fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
 /// packets per second that reached the backends, and the send rate.
 fn pps_run(lab: &Lab) -> Result<(f64, f64)> {
     use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
-    let frame = udp_frame(
-        lab::mac(&lab.client, "eth0")?,
-        lab::mac(&lab.lbs[0], "eth0")?,
-    );
+    let frame = udp_frame(lab.client.mac("eth0")?, lab.lbs[0].mac("eth0")?);
     let before: u64 = (0..BACKENDS)
-        .map(|b| lab::rx_packets(&lab.backends[b], "eth0"))
+        .map(|b| lab.backends[b].rx_packets("eth0"))
         .sum::<Result<u64>>()?;
-    let sent_secs = lab::in_ns(&lab.client, || -> Result<f64> {
+    let sent_secs = lab.client.within(|| -> Result<f64> {
         let ifindex = lb_user::sys::ifindex("eth0")?;
         let mut obj = aya::Ebpf::load(lb_user::dataplane::BENCH_OBJECT)?;
         let prog: &mut Xdp = obj.program_mut("tx").context("tx")?.try_into()?;
         prog.load()?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue, egress
-        let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect();
+        let ctx = netlab::xdp::test_ctx(frame.len(), ifindex);
         let start = std::time::Instant::now();
         prog.test_run(TestRunOptions {
             data_in: Some(&frame),
@@ -444,7 +423,7 @@ fn pps_run(lab: &Lab) -> Result<(f64, f64)> {
     // Let the queues drain before counting.
     std::thread::sleep(Duration::from_millis(500));
     let after: u64 = (0..BACKENDS)
-        .map(|b| lab::rx_packets(&lab.backends[b], "eth0"))
+        .map(|b| lab.backends[b].rx_packets("eth0"))
         .sum::<Result<u64>>()?;
     let delivered = after.saturating_sub(before) as f64;
     Ok((delivered / sent_secs, FRAMES as f64 / sent_secs))
@@ -453,7 +432,7 @@ fn pps_run(lab: &Lab) -> Result<(f64, f64)> {
 /// Attaches the bare forwarder to lb1 with `hops` (destination → MAC); it
 /// is detached when the returned object is dropped.
 fn attach_forward(lab: &Lab, hops: &[(std::net::Ipv4Addr, [u8; 6])]) -> Result<aya::Ebpf> {
-    let mut fwd = lab::in_ns(&lab.lbs[0], || lab::attach_bench("forward", "eth0"))??;
+    let mut fwd = lab.lbs[0].within(|| lab::attach_bench("forward", "eth0"))??;
     let mut map: aya::maps::HashMap<_, u32, [u8; 8]> =
         aya::maps::HashMap::try_from(fwd.map_mut("NEXT_HOPS").context("NEXT_HOPS")?)?;
     for (addr, mac) in hops {
@@ -475,34 +454,23 @@ struct Hop<'a> {
 
 impl<'a> Hop<'a> {
     fn start(lab: &'a Lab) -> Result<Self> {
-        let lb = lab::mac(&lab.lbs[0], "eth0")?;
+        let lb = lab.lbs[0].mac("eth0")?;
         let fwd = attach_forward(
             lab,
             &[
-                (backend_addr(0), lab::mac(&lab.backends[0], "eth0")?),
-                (lab::CLIENT, lab::mac(&lab.client, "eth0")?),
+                (backend_addr(0), lab.backends[0].mac("eth0")?),
+                (lab::CLIENT, lab.client.mac("eth0")?),
             ],
         )?;
         let hop = Hop { lab, _fwd: fwd };
-        let lladdr = lb.map(|b| format!("{b:02x}")).join(":");
         for (ns, to) in hop.neighbours() {
-            ns.ip(&[
-                "neigh",
-                "replace",
-                &to.to_string(),
-                "lladdr",
-                &lladdr,
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ])?;
+            ns.neigh_replace(to, lb, "eth0")?;
         }
         Ok(hop)
     }
 
     /// The neighbour entries the hop overrides: (namespace, peer).
-    fn neighbours(&self) -> [(&'a lb_lab::netns::Netns, std::net::Ipv4Addr); 2] {
+    fn neighbours(&self) -> [(&'a netlab::Netns, std::net::Ipv4Addr); 2] {
         [
             (&self.lab.client, backend_addr(0)),
             (&self.lab.backends[0], lab::CLIENT),
@@ -513,7 +481,7 @@ impl<'a> Hop<'a> {
 impl Drop for Hop<'_> {
     fn drop(&mut self) {
         for (ns, to) in self.neighbours() {
-            let _ = ns.ip(&["neigh", "del", &to.to_string(), "dev", "eth0"]);
+            let _ = ns.neigh_del(to, "eth0");
         }
     }
 }
@@ -531,7 +499,7 @@ fn pps(lab: &Lab, rounds: usize) -> Result<Vec<(String, f64, f64)>> {
             &format!("add rule inet sink in udp dport {SINK_PORT} drop"),
         ])?;
     }
-    let next_hop = lab::mac(&lab.backends[0], "eth0")?;
+    let next_hop = lab.backends[0].mac("eth0")?;
     let mut out = Vec::new();
     for round in 0..rounds {
         {
@@ -555,7 +523,7 @@ fn pps(lab: &Lab, rounds: usize) -> Result<Vec<(String, f64, f64)>> {
             sent / 1e6
         );
         out.push(("xlb".to_string(), got, sent));
-        lab.stop_agent(0, libc::SIGTERM);
+        lab.stop_agent(0, Signal::SIGTERM);
     }
     Ok(out)
 }
@@ -566,15 +534,15 @@ fn main() -> Result<()> {
     }
     lab::check_tools()?;
     for tool in ["wrk", "dnsperf", "haproxy"] {
-        lb_lab::netns::sh(&["sh", "-c", &format!("command -v {tool}")])
+        netlab::sh(&["sh", "-c", &format!("command -v {tool}")])
             .with_context(|| format!("{tool} is not installed: run `cargo xtask setup`"))?;
     }
     let lab = Lab::for_bench("l4", true)?;
     let dir = lab.dir.clone();
     std::fs::write(&lab.opts.config, xlb_config())?;
     // The VIP on lb1, for ARP: XDP serves it for xlb, the proxies listen on it.
-    lab.lbs[0].ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"])?;
-    lab.lbs[0].exec(&["sysctl", "-qw", "net.core.somaxconn=4096"])?;
+    lab.lbs[0].add_addr("eth0", &format!("{VIP}/24"))?;
+    lab.lbs[0].sysctl("net.core.somaxconn", "4096")?;
     // results[setup][test] = samples
     let mut results: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); TESTS.len()]; SETUPS.len()];
     // `-- pps` runs only the packet-rate part.
@@ -615,10 +583,10 @@ fn main() -> Result<()> {
                     "direct" | "hop" => None,
                     other => lab.pid(&format!("proxy-{other}")),
                 };
-                let proc_before = lb_proc.map(lab::cpu_ms);
+                let proc_before = lb_proc.map(netlab::proc::cpu_ms);
                 if let Some(s) = measure(&lab, &dir, setup, test)? {
                     let proc_ms = lb_proc
-                        .map(lab::cpu_ms)
+                        .map(netlab::proc::cpu_ms)
                         .zip(proc_before)
                         .map(|(a, b)| a - b);
                     println!(
@@ -639,10 +607,10 @@ fn main() -> Result<()> {
             drop(hop);
             if let Some(p) = proxy {
                 // SIGTERM: nginx's master stops its workers.
-                lab.stop(&p, libc::SIGTERM);
+                lab.stop(&p, Signal::SIGTERM);
             }
             if *setup == "xlb" {
-                lab.stop_agent(0, libc::SIGTERM);
+                lab.stop_agent(0, Signal::SIGTERM);
             }
         }
     }
@@ -733,10 +701,10 @@ fn stamina(lab: &Lab, dir: &Path) -> Result<Vec<(String, Sample)>> {
         );
         out.push((setup.to_string(), s));
         if let Some(p) = proxy {
-            lab.stop(&p, libc::SIGTERM);
+            lab.stop(&p, Signal::SIGTERM);
         }
         if setup == "xlb" {
-            lab.stop_agent(0, libc::SIGTERM);
+            lab.stop_agent(0, Signal::SIGTERM);
         }
         std::thread::sleep(Duration::from_secs(2));
     }

@@ -10,11 +10,12 @@
 //! asks again, and counts as broken unless the same backend answers within
 //! two seconds.
 
+use nix::sys::signal::Signal;
 use std::{process::Command, thread, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use lb_lab::{
-    lab::{self, in_ns, Lab, LBS, VIP},
+    lab::{self, Lab, LBS, VIP},
     traffic::Stream,
 };
 
@@ -100,7 +101,7 @@ fn trial(sync: Sync, n: usize) -> Result<Trial> {
         ]),
     )?;
     thread::sleep(Duration::from_secs(WARMUP));
-    let mut streams: Vec<(Stream, usize)> = in_ns(&lab.client, || {
+    let mut streams: Vec<(Stream, usize)> = lab.client.within(|| {
         (0..STREAMS)
             .filter_map(|_| {
                 let mut s = Stream::open(web).ok()?;
@@ -119,7 +120,7 @@ fn trial(sync: Sync, n: usize) -> Result<Trial> {
     let churn = status["services"][0]["new_conns"].as_u64().unwrap_or(0);
     let received = n(&lab.status(other)?, "received");
     let lost = n(&status, "lost") + n(&status, "send_errors") + synced.saturating_sub(received);
-    lab.stop_agent(master, libc::SIGTERM);
+    lab.stop_agent(master, Signal::SIGTERM);
     lab::wait_for("the backup is MASTER", Duration::from_secs(5), || {
         lab.vrrp_state(other) == "MASTER"
     })?;
@@ -147,7 +148,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     lab::check_tools()?;
-    lb_lab::netns::sh(&["sh", "-c", "command -v wrk"])
+    netlab::sh(&["sh", "-c", "command -v wrk"])
         .context("wrk is not installed: run `cargo xtask setup`")?;
     let mut rows = Vec::new();
     for t in 0..TRIALS {

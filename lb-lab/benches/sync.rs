@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use lb_lab::lab::{self, backend_addr, in_ns, Lab, LBS, VIP};
+use lb_lab::lab::{self, backend_addr, Lab, LBS, VIP};
 use lb_user::sync::wire::{self, Entry, MAX_ENTRIES};
 
 /// Offered records per second, one run each.
@@ -52,10 +52,10 @@ fn run(lab: &Lab, backup: usize, pid: u32, rate: u32, first: u32) -> Result<Run>
             .unwrap_or(0))
     };
     let before = installed()?;
-    let cpu_before = lab::cpu_ms(pid);
+    let cpu_before = netlab::proc::cpu_ms(pid);
     let datagrams = rate as u64 * SECS / MAX_ENTRIES as u64;
     let interval = Duration::from_secs_f64(MAX_ENTRIES as f64 / rate as f64);
-    in_ns(&lab.client, || -> Result<()> {
+    lab.client.within(|| -> Result<()> {
         let s = std::net::UdpSocket::bind((lab::CLIENT, 0))?;
         s.set_multicast_ttl_v4(1)?;
         let to = (Ipv4Addr::new(224, 0, 0, 81), 8848);
@@ -79,7 +79,7 @@ fn run(lab: &Lab, backup: usize, pid: u32, rate: u32, first: u32) -> Result<Run>
     Ok(Run {
         offered: datagrams * MAX_ENTRIES as u64,
         installed: installed()? - before,
-        cpu_ms: lab::cpu_ms(pid) - cpu_before,
+        cpu_ms: netlab::proc::cpu_ms(pid) - cpu_before,
     })
 }
 
@@ -104,9 +104,9 @@ fn main() -> Result<()> {
     // The checks' own CPU is measured too: let the first round settle.
     std::thread::sleep(Duration::from_secs(3));
     let idle = {
-        let c = lab::cpu_ms(pid);
+        let c = netlab::proc::cpu_ms(pid);
         std::thread::sleep(Duration::from_secs(SECS));
-        (lab::cpu_ms(pid) - c) / SECS as f64
+        (netlab::proc::cpu_ms(pid) - c) / SECS as f64
     };
     println!(
         "\nThe backup agent taking in the sync: {SECS} s per rate, {MAX_ENTRIES} new flows per datagram; \

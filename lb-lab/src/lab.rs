@@ -28,8 +28,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-
-use crate::netns::{sh, veth, Netns};
+use netlab::{proc::start_time, sh, Netns};
+use nix::sys::signal::{kill, Signal};
 
 /// The virtual address the LB pair serves.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
@@ -91,37 +91,8 @@ pub fn state_dir(prefix: &str) -> PathBuf {
     std::env::temp_dir().join(prefix)
 }
 
-/// Field `n` of `/proc/<pid>/stat`, counted from 1 as in proc(5).
-pub fn stat_field(pid: u32, n: usize) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name start at 3 (state).
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(n.checked_sub(3)?)?
-        .parse()
-        .ok()
-}
-
-/// User + system CPU time of process `pid` so far, in ms (0 if it is gone).
-pub fn cpu_ms(pid: u32) -> f64 {
-    let ticks = [14, 15].map(|f| stat_field(pid, f).unwrap_or(0));
-    (ticks[0] + ticks[1]) as f64 / ticks_per_sec() * 1000.0
-}
-
-/// The clock ticks of `/proc` times per second.
-pub fn ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no memory preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    stat_field(pid, 22)
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory preconditions.
-    unsafe { libc::kill(pid as i32, sig) };
+fn signal(pid: u32, sig: Signal) {
+    let _ = kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
 /// Removes what a lab with this prefix left behind: its recorded processes
@@ -142,7 +113,7 @@ pub fn clean(prefix: &str) -> Result<()> {
     // SIGTERM first: agents hand over VRRP and unpin, nginx masters stop
     // their workers.
     for &pid in &live {
-        signal(pid, libc::SIGTERM);
+        signal(pid, Signal::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while live.iter().any(|&p| start_time(p).is_some()) && Instant::now() < deadline {
@@ -150,14 +121,14 @@ pub fn clean(prefix: &str) -> Result<()> {
     }
     for &pid in &live {
         if start_time(pid).is_some() {
-            signal(pid, libc::SIGKILL);
+            signal(pid, Signal::SIGKILL);
         }
     }
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(&format!("{prefix}-")) {
-                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+                netlab::delete(&name);
             }
         }
     }
@@ -191,10 +162,8 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) ->
 /// Waits until a TCP connect to `addr` from inside `ns` succeeds.
 pub fn wait_tcp(ns: &Netns, addr: SocketAddrV4, limit: Duration) -> Result<()> {
     wait_for(&format!("{addr} from {}", ns.name), limit, || {
-        in_ns(ns, || {
-            TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok()
-        })
-        .unwrap_or(false)
+        ns.within(|| TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok())
+            .unwrap_or(false)
     })
 }
 
@@ -220,26 +189,16 @@ impl Lab {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let p = &opts.prefix;
         let sw = Netns::create(&format!("{p}-sw"))?;
-        sw.ip(&["link", "add", "br0", "type", "bridge"])?;
-        sw.ip(&["link", "set", "br0", "up"])?;
-        let plug = |ns: &Netns, port: &str, addr: Ipv4Addr| -> Result<()> {
-            veth(ns, "eth0", &sw, port)?;
-            sw.ip(&["link", "set", port, "master", "br0"])?;
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
-            // Partial checksums cannot be fixed by a rewrite on the way.
-            ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
-            Ok(())
+        sw.bridge("br0", true)?;
+        let plug = |ns: &Netns, port: &str, addr: Ipv4Addr| {
+            sw.plug("br0", ns, "eth0", port, &[format!("{addr}/24")])
         };
         let mut lbs = Vec::new();
         for i in 0..LBS {
             let ns = Netns::create(&format!("{p}-lb{}", i + 1))?;
             plug(&ns, &format!("lb{}", i + 1), lb_addr(i))?;
-            ns.exec(&[
-                "sysctl",
-                "-qw",
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-            ])?;
+            ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+            ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
             lbs.push(ns);
         }
         let client = Netns::create(&format!("{p}-client"))?;
@@ -251,11 +210,11 @@ impl Lab {
             backends.push(ns);
         }
         let pass = if opts.native_pass {
-            in_ns(&sw, || -> Result<Vec<aya::Ebpf>> {
+            sw.within(|| -> Result<Vec<aya::Ebpf>> {
                 (0..LBS)
                     .map(|i| format!("lb{}", i + 1))
                     .chain(["client".to_string()])
-                    .map(|port| attach_pass(&port))
+                    .map(|port| attach_bench("pass", &port))
                     .collect()
             })??
         } else {
@@ -306,7 +265,7 @@ impl Lab {
 
     /// Stops the processes called `name` with `sig` and waits for them
     /// (bounded: SIGKILL after 5 s).
-    pub fn stop(&self, name: &str, sig: i32) {
+    pub fn stop(&self, name: &str, sig: Signal) {
         let mut procs = self.procs.lock().unwrap();
         let mut i = 0;
         while i < procs.len() {
@@ -403,8 +362,8 @@ impl Lab {
 
     /// Kills backend `i`'s servers, as a crash would.
     pub fn kill_backend(&self, i: usize) {
-        self.stop(&format!("b{}-nginx", i + 1), libc::SIGKILL);
-        self.stop(&format!("b{}-dns", i + 1), libc::SIGKILL);
+        self.stop(&format!("b{}-nginx", i + 1), Signal::SIGKILL);
+        self.stop(&format!("b{}-dns", i + 1), Signal::SIGKILL);
     }
 
     /// Asks node `i`'s agent to reload its config (SIGHUP).
@@ -457,7 +416,7 @@ impl Lab {
 
     /// Stops node `i`'s agent with `sig` (SIGTERM hands VRRP over with
     /// priority 0; SIGKILL is a crash).
-    pub fn stop_agent(&self, i: usize, sig: i32) {
+    pub fn stop_agent(&self, i: usize, sig: Signal) {
         self.stop(&format!("lb{}", i + 1), sig);
     }
 
@@ -517,7 +476,7 @@ impl Drop for Lab {
             .map(|p| p.name.clone())
             .collect();
         for n in names {
-            self.stop(&n, libc::SIGTERM);
+            self.stop(&n, Signal::SIGTERM);
         }
         let _ = clean(&self.opts.prefix);
     }
@@ -543,60 +502,11 @@ pub fn backend<'a>(
         .find(|b| b["address"] == addr.to_string())
 }
 
-/// Runs `f` on a thread inside namespace `ns`.
-pub fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T> {
-    thread::scope(|s| {
-        s.spawn(|| -> Result<T> {
-            ns.enter()?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("a thread in {} panicked", ns.name))?
-    })
-}
-
-/// Attaches a bare XDP_PASS program to `dev` in the calling thread's
-/// namespace.
-fn attach_pass(dev: &str) -> Result<aya::Ebpf> {
-    attach_bench("pass", dev)
-}
-
 /// Attaches benchmark program `name` (see `lb-ebpf/src/bench.rs`) to `dev`
 /// in native mode, in the calling thread's namespace; dropping the value
 /// detaches it.
 pub fn attach_bench(name: &str, dev: &str) -> Result<aya::Ebpf> {
-    let mut obj = aya::Ebpf::load(lb_user::dataplane::BENCH_OBJECT)?;
-    let prog: &mut aya::programs::Xdp = obj
-        .program_mut(name)
-        .with_context(|| format!("no {name} program"))?
-        .try_into()?;
-    prog.load()?;
-    prog.attach(dev, aya::programs::XdpMode::Driver)?;
-    Ok(obj)
-}
-
-/// The MAC address of `dev` in `ns`.
-pub fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
-    let out = ns.ip(&["-o", "link", "show", "dev", dev])?;
-    let text = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .context("no MAC")?;
-    let v: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()?;
-    v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {text}"))
-}
-
-/// Packets `dev` in `ns` has received.
-pub fn rx_packets(ns: &Netns, dev: &str) -> Result<u64> {
-    let out = ns.exec(&[
-        "cat",
-        &format!("/sys/class/net/{dev}/statistics/rx_packets"),
-    ])?;
-    Ok(out.trim().parse()?)
+    netlab::xdp::attach(lb_user::dataplane::BENCH_OBJECT, name, dev)
 }
 
 /// The `xlb` binary next to the running one (`target/<profile>/`), or
@@ -627,7 +537,7 @@ pub fn config_file(name: &str) -> PathBuf {
 
 /// Whether every tool the lab runs is installed.
 pub fn check_tools() -> Result<()> {
-    for tool in ["nginx", "dnsmasq", "ethtool", "ip"] {
+    for tool in ["nginx", "dnsmasq", "ethtool"] {
         if sh(&["sh", "-c", &format!("command -v {tool}")]).is_err() {
             bail!("{tool} is not installed: run `cargo xtask setup`");
         }

@@ -3,5 +3,4 @@
 //! dnsmasq backends, real client traffic.
 
 pub mod lab;
-pub mod netns;
 pub mod traffic;

@@ -290,7 +290,7 @@ impl Load {
         let mut go = |f: Job| {
             let (stats, stop, ns) = (stats.clone(), stop.clone(), client.to_string());
             threads.push(thread::spawn(move || {
-                if let Err(e) = crate::netns::enter_netns(&ns) {
+                if let Err(e) = netlab::enter(&ns) {
                     *stats.last_error.lock().unwrap() = format!("{e:#}");
                     return;
                 }

@@ -2,6 +2,7 @@
 //! dnsmasq backends (plus a long-lived TCP echo on 3306), a client. The
 //! steps share one lab and run in order.
 
+use nix::sys::signal::Signal;
 use std::{
     io::{Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -11,7 +12,7 @@ use std::{
 };
 
 use lb_lab::{
-    lab::{self, backend_addr, in_ns, lb_addr, Lab, Options, BACKENDS, ECHO_PORT, LBS, VIP},
+    lab::{self, backend_addr, lb_addr, Lab, Options, BACKENDS, ECHO_PORT, LBS, VIP},
     traffic::{http_get, Load, Rates, Stream},
 };
 use lb_user::sys::be_addr;
@@ -100,7 +101,7 @@ fn start_echoes(lab: &Lab) {
         let ready = std::sync::Arc::new(AtomicBool::new(false));
         let r = ready.clone();
         thread::spawn(move || {
-            lb_lab::netns::enter_netns(&ns).unwrap();
+            netlab::enter(&ns).unwrap();
             let l = TcpListener::bind((backend_addr(b), ECHO_PORT)).unwrap();
             r.store(true, Ordering::SeqCst);
             for c in l.incoming().flatten() {
@@ -229,7 +230,7 @@ fn dns_with_dig(lab: &Lab) -> Result<(), Failed> {
 }
 
 fn mysql_port_stream(lab: &Lab) -> Result<(), Failed> {
-    in_ns(&lab.client, || -> Result<(), Failed> {
+    lab.client.within(|| -> Result<(), Failed> {
         let mut s = TcpStream::connect_timeout(
             &SocketAddrV4::new(VIP, ECHO_PORT).into(),
             Duration::from_secs(1),
@@ -251,7 +252,7 @@ fn mysql_port_stream(lab: &Lab) -> Result<(), Failed> {
 fn non_vip_traffic(lab: &Lab) -> Result<(), Failed> {
     // An ssh-like service on each LB node's own address.
     for i in 0..LBS {
-        let l = in_ns(&lab.lbs[i], || TcpListener::bind((lb_addr(i), 22)))??;
+        let l = lab.lbs[i].within(|| TcpListener::bind((lb_addr(i), 22)))??;
         let server = thread::spawn(move || -> std::io::Result<Vec<u8>> {
             let (mut c, _) = l.accept()?;
             let mut buf = vec![0u8; 5];
@@ -259,7 +260,7 @@ fn non_vip_traffic(lab: &Lab) -> Result<(), Failed> {
             c.write_all(b"SSH-2.0-lab\r\n")?;
             Ok(buf)
         });
-        let banner = in_ns(&lab.client, || -> std::io::Result<Vec<u8>> {
+        let banner = lab.client.within(|| -> std::io::Result<Vec<u8>> {
             let mut s = TcpStream::connect_timeout(
                 &SocketAddrV4::new(lb_addr(i), 22).into(),
                 Duration::from_secs(1),
@@ -359,7 +360,7 @@ fn config_reload(lab: &Lab) -> Result<(), Failed> {
 
 fn backend_death_and_recovery(lab: &Lab) -> Result<(), Failed> {
     // Streams opened now: note which backend each has, then kill b2.
-    let streams: Vec<(Stream, usize)> = in_ns(&lab.client, || {
+    let streams: Vec<(Stream, usize)> = lab.client.within(|| {
         (0..12)
             .filter_map(|_| {
                 let mut s = Stream::open(web()).ok()?;
@@ -388,7 +389,7 @@ fn backend_death_and_recovery(lab: &Lab) -> Result<(), Failed> {
     )?;
     // Streams to b1 and b3 are untouched.
     let mut kept = 0;
-    in_ns(&lab.client, || -> Result<(), Failed> {
+    lab.client.within(|| -> Result<(), Failed> {
         for (mut s, b) in streams {
             if b == 1 {
                 continue;
@@ -441,7 +442,7 @@ fn sync_refuses_foreign_flows(lab: &Lab) -> Result<(), Failed> {
     };
     let mut good = Vec::new();
     wire::emit(0, &[foreign], &mut good);
-    in_ns(&lab.client, || -> std::io::Result<()> {
+    lab.client.within(|| -> std::io::Result<()> {
         let s = std::net::UdpSocket::bind((lab::CLIENT, 0))?;
         s.set_multicast_ttl_v4(1)?;
         let to = (std::net::Ipv4Addr::new(224, 0, 0, 81), 8848);
@@ -481,7 +482,7 @@ fn vrrp_failover_with_traffic(lab: &Lab) -> Result<(), Failed> {
         .find(|&p| narrow_first_port(p) == narrow_first_port(a))
         .ok_or("no client port with the same first SNAT port")?;
     let narrow = SocketAddrV4::new(VIP, NARROW_PORT);
-    let mut pinned: Vec<Stream> = in_ns(&lab.client, || {
+    let mut pinned: Vec<Stream> = lab.client.within(|| {
         [a, b]
             .map(|p| Stream::open_from(narrow, p))
             .into_iter()
@@ -499,7 +500,7 @@ fn vrrp_failover_with_traffic(lab: &Lab) -> Result<(), Failed> {
     thread::sleep(Duration::from_secs(2));
     let before = load.stats.snapshot();
     let t0 = Instant::now();
-    lab.stop_agent(master, libc::SIGTERM);
+    lab.stop_agent(master, Signal::SIGTERM);
     lab::wait_for(
         &format!("lb{} MASTER", other + 1),
         Duration::from_secs(5),
@@ -571,12 +572,12 @@ fn agent_restart(lab: &Lab) -> Result<(), Failed> {
     );
     thread::sleep(Duration::from_secs(1));
     // The backup crashes and restarts: nothing moves.
-    lab.stop_agent(backup, libc::SIGKILL);
+    lab.stop_agent(backup, Signal::SIGKILL);
     lab.start_agent(backup)?;
     thread::sleep(Duration::from_secs(1));
     // The master restarts the way a service manager does (SIGTERM, start):
     // the VIP goes to the peer and flows carry on there.
-    lab.stop_agent(master, libc::SIGTERM);
+    lab.stop_agent(master, Signal::SIGTERM);
     lab.start_agent(master)?;
     thread::sleep(Duration::from_secs(3));
     let total = load.stop();

@@ -103,21 +103,12 @@ impl Agent {
 
     /// (VmRSS, VmHWM) in KiB.
     fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |k: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(k))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        netlab::proc::rss_kib(self.child.id()).unwrap()
     }
 
     /// Starts a new peak (VmHWM) from the current RSS.
     fn reset_peak(&self) {
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").unwrap();
+        netlab::proc::reset_peak(self.child.id()).unwrap();
     }
 
     /// A `key=` value of the last "reloaded" line; 0 when absent.
@@ -152,37 +143,32 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     reap_stale();
     let pid = std::process::id();
     let dir = std::env::temp_dir().join(format!("xlbt-{pid}-bench"));
     std::fs::create_dir_all(&dir).unwrap();
     let pin = format!("/sys/fs/bpf/xlbt-{pid}-bench");
-    let lb = Netns::new("bench");
-    let peer = Netns::new("benchp");
-    veth(&lb, "lbc", &peer, "p0");
-    lb.ip(&["addr", "add", "10.97.255.1/24", "dev", "lbc"]);
+    let lb = netns("bench");
+    let peer = netns("benchp");
+    lb.veth("lbc", &peer, "p0").unwrap();
+    lb.add_addr("lbc", "10.97.255.1/24").unwrap();
     // Every real server answers its tcp_check: the peer owns the whole
     // 10.100.0.0/14 (a local route) and one listener accepts for all of
     // them. A healthy pool, as in production; a pool whose checks all fail
     // would measure a storm of health changes instead of reloads.
-    peer.ip(&["addr", "add", "10.97.255.2/24", "dev", "p0"]);
-    peer.ip(&["route", "add", "local", "10.100.0.0/14", "dev", "lo"]);
-    lb.ip(&["route", "add", "10.100.0.0/14", "via", "10.97.255.2"]);
+    peer.add_addr("p0", "10.97.255.2/24").unwrap();
+    peer.route_local("10.100.0.0/14", "lo").unwrap();
+    lb.route_via("10.100.0.0/14", "10.97.255.2").unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let peer_name = peer.name.clone();
     std::thread::spawn(move || {
-        enter_netns(&peer_name);
+        netlab::enter(&peer_name).unwrap();
         let l = std::net::TcpListener::bind("0.0.0.0:8080").unwrap();
         // One listener stands in for 100,000 hosts: the agent's first round
         // sends it thousands of connects at once, more than the default
         // backlog of 128 holds.
-        std::fs::write("/proc/sys/net/core/somaxconn", "65535").unwrap();
+        netlab::proc::sysctl_set("net.core.somaxconn", "65535").unwrap();
         // SAFETY: listen on our own socket only changes its backlog.
         unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 65535) };
         tx.send(()).unwrap();
@@ -260,10 +246,10 @@ fn main() {
                 };
                 rows.push((
                     format!("{layout}, {label}"),
-                    median(total),
+                    netlab::median(&total),
                     max,
-                    median(parse),
-                    median(apply),
+                    netlab::median(&parse),
+                    netlab::median(&apply),
                 ));
             }
             peaks.push(agent.memory().1);
@@ -274,14 +260,14 @@ fn main() {
         // alone (the agent's, serde_yaml over libyaml) reading the one-file
         // pool into nothing, in this process, on the same machine.
         let text = config(&pin, 0, 0);
-        let floor = median(
-            (0..5)
+        let floor = netlab::median(
+            &(0..5)
                 .map(|_| {
                     let t = Instant::now();
                     let _: serde::de::IgnoredAny = serde_yaml::from_str(&text).unwrap();
                     t.elapsed().as_secs_f64() * 1e3
                 })
-                .collect(),
+                .collect::<Vec<_>>(),
         );
         let down = agent.log().matches("real server down").count();
         println!(

@@ -117,9 +117,7 @@ impl Bench {
 
 fn time_prog(prog: &Xdp, pkt: &[u8], ifindex: u32, repeat: u32) -> (f64, u32, Vec<u8>) {
     let mut out = vec![0u8; pkt.len() + 256];
-    let mut ctx = [0u8; 24];
-    ctx[4..8].copy_from_slice(&(pkt.len() as u32).to_ne_bytes());
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let ctx = netlab::xdp::test_ctx(pkt.len(), ifindex);
     let r = prog
         .test_run(TestRunOptions {
             data_in: Some(pkt),
@@ -187,7 +185,7 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
         .map(|i| (Ipv4Addr::new(10, 99, 1, 20 + i), [2, 0, 0, 0, 1, 20 + i]))
         .collect();
     for (ip, mac) in &extra {
-        lab.lb.neigh(*ip, *mac, "b0");
+        lab.lb.neigh_replace(*ip, *mac, "b0").unwrap();
     }
     let mut dp = Dataplane::load(
         lb_user::plan::Limits {
@@ -360,8 +358,8 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
         dp.set_config(config).unwrap();
         rows.push(Row {
             path,
-            ns: median(ns),
-            ratio: median(ratios),
+            ns: netlab::median(&ns),
+            ratio: netlab::median(&ratios),
             target,
             katran,
         });
@@ -400,8 +398,8 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
         base_samples.extend(bases);
         floor_rows.push(Row {
             path,
-            ns: median(ns),
-            ratio: median(ratios),
+            ns: netlab::median(&ns),
+            ratio: netlab::median(&ratios),
             target: 0.0,
             katran: "-",
         });
@@ -420,17 +418,17 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
     }
     rows.push(Row {
         path: "non-VIP pass",
-        ns: median(ns),
-        ratio: median(ratios),
+        ns: netlab::median(&ns),
+        ratio: netlab::median(&ratios),
         target: 3.7,
         katran: "~26 ns (3.7x)",
     });
-    let base = median(base_samples);
+    let base = netlab::median(&base_samples);
 
     let exhausted = dp.reason(lb_common::Reason::DropSnatExhausted).unwrap();
     println!(
         "repeat {repeat} x {rounds} rounds, medians; ratios are per round, against the baseline run just before; CPU: {}",
-        cpu_model()
+        netlab::proc::cpu_model()
     );
     println!();
     println!("| path | ns/packet | × baseline | target | Katran here |");
@@ -470,20 +468,4 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
     }
     println!("SNAT exhaustion drops during the run: {exhausted}");
     println!("JSON: [{}]", json.join(","));
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default()
 }

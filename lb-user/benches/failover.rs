@@ -78,7 +78,7 @@ fn run(lab: &Lab, who: Impl, advert: f64) -> Vec<Duration> {
         // child would otherwise notice its parent's death and send
         // priority 0 before it is killed.
         let t0 = Instant::now();
-        lab.nodes[master].ip(&["link", "set", "eth0", "down"]);
+        lab.nodes[master].link_down("eth0").unwrap();
         lab.kill9(master);
         match lab.wait_holders(VIP, &[survivor], &[survivor], settle) {
             Ok(_) => times.push(t0.elapsed()),
@@ -97,7 +97,7 @@ fn run(lab: &Lab, who: Impl, advert: f64) -> Vec<Duration> {
                 "eth0",
             ])
             .output();
-        dead.ip(&["link", "set", "eth0", "up"]);
+        dead.link_up("eth0").unwrap();
         start(lab, who, master, advert);
         thread::sleep(Duration::from_millis(1500) + Duration::from_secs_f64(3.0 * advert));
         let h = lab.holders(VIP);

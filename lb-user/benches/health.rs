@@ -36,36 +36,22 @@ fn config(pin: &str) -> String {
     s
 }
 
-/// (utime, stime) of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    (fields[11].parse().unwrap(), fields[12].parse().unwrap())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// CPU of `pid` over WINDOW as (user %, system %) of one core, and the
 /// checks per second the servers answered meanwhile.
 fn measure(pid: u32, answered: &std::sync::atomic::AtomicU64) -> (f64, f64, f64) {
     use std::sync::atomic::Ordering::Relaxed;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let (t0, c0, n0) = (Instant::now(), cpu_ticks(pid), answered.load(Relaxed));
+    let (t0, c0, n0) = (
+        Instant::now(),
+        netlab::proc::cpu_ticks(pid),
+        answered.load(Relaxed),
+    );
     std::thread::sleep(WINDOW);
-    let (elapsed, c1, n1) = (t0.elapsed(), cpu_ticks(pid), answered.load(Relaxed));
+    let (elapsed, c1, n1) = (
+        t0.elapsed(),
+        netlab::proc::cpu_ticks(pid),
+        answered.load(Relaxed),
+    );
     let secs = elapsed.as_secs_f64();
     let pct = |ticks: u64| ticks as f64 / hz / secs * 100.0;
     (pct(c1.0 - c0.0), pct(c1.1 - c0.1), (n1 - n0) as f64 / secs)
@@ -118,21 +104,17 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("xlbt-{pid}-health"));
     std::fs::create_dir_all(&dir).unwrap();
     let pin = format!("/sys/fs/bpf/xlbt-{pid}-health");
-    let lb = Netns::new("hlb");
-    let be = Netns::new("hbe");
-    veth(&lb, "lbc", &be, "eth0");
-    lb.ip(&["addr", "add", "10.95.0.1/24", "dev", "lbc"]);
-    be.ip(&["addr", "add", "10.95.0.2/24", "dev", "eth0"]);
-    lb.ip(&["route", "add", "10.96.0.0/16", "via", "10.95.0.2"]);
-    let batch: String = (0..SERVERS)
-        .map(|i| format!("addr add {}/32 dev eth0\n", addr(i)))
-        .collect();
-    let batch_file = dir.join("addrs");
-    std::fs::write(&batch_file, batch).unwrap();
-    be.ip(&["-batch", batch_file.to_str().unwrap()]);
+    let lb = netns("hlb");
+    let be = netns("hbe");
+    lb.veth("lbc", &be, "eth0").unwrap();
+    lb.add_addr("lbc", "10.95.0.1/24").unwrap();
+    be.add_addr("eth0", "10.95.0.2/24").unwrap();
+    lb.route_via("10.96.0.0/16", "10.95.0.2").unwrap();
+    let addrs: Vec<String> = (0..SERVERS).map(|i| format!("{}/32", addr(i))).collect();
+    be.add_addrs("eth0", &addrs).unwrap();
 
     // The HTTP server for all 1,000 addresses.
-    be.enter();
+    be.enter().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -192,7 +174,7 @@ fn main() {
         }
         let (user, sys, rate) = measure(agent.id(), &answered);
         let cpu = user + sys;
-        let rss = rss_kib(agent.id()) as f64 / 1024.0;
+        let rss = netlab::proc::rss_kib(agent.id()).map_or(0, |m| m.0) as f64 / 1024.0;
         let s = status_json(&sock);
         let c = &s["checks"];
         let up = s["services"][0]["healthy"].as_u64().unwrap_or(0);

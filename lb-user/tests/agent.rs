@@ -126,21 +126,21 @@ virtual_servers:
 
 fn setup() -> Lab {
     reap_stale();
-    let client = Netns::new("cl");
-    let lb = Netns::new("lb");
-    veth(&client, "eth0", &lb, "lbc");
-    client.ip(&["addr", "add", "10.98.0.2/24", "dev", "eth0"]);
-    client.ip(&["route", "add", "10.98.100.0/24", "via", "10.98.0.1"]);
-    lb.ip(&["addr", "add", "10.98.0.1/24", "dev", "lbc"]);
+    let client = netns("cl");
+    let lb = netns("lb");
+    client.veth("eth0", &lb, "lbc").unwrap();
+    client.add_addr("eth0", "10.98.0.2/24").unwrap();
+    client.route_via("10.98.100.0/24", "10.98.0.1").unwrap();
+    lb.add_addr("lbc", "10.98.0.1/24").unwrap();
     let mut backends = Vec::new();
     for (i, addr) in BACKENDS.iter().enumerate() {
         let n = i + 1;
-        let ns = Netns::new(&format!("b{n}"));
+        let ns = netns(&format!("b{n}"));
         let dev = format!("lbb{n}");
-        veth(&ns, "eth0", &lb, &dev);
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-        ns.ip(&["route", "add", "default", "via", &format!("10.98.{n}.1")]);
-        lb.ip(&["addr", "add", &format!("10.98.{n}.1/24"), "dev", &dev]);
+        ns.veth("eth0", &lb, &dev).unwrap();
+        ns.add_addr("eth0", &format!("{addr}/24")).unwrap();
+        ns.route_via("default", &format!("10.98.{n}.1")).unwrap();
+        lb.add_addr(&dev, &format!("10.98.{n}.1/24")).unwrap();
         backends.push(ns);
     }
     lb.exec(&[
@@ -148,10 +148,11 @@ fn setup() -> Lab {
         "-qw",
         "net.ipv4.conf.all.rp_filter=0",
         "net.ipv4.conf.default.rp_filter=0",
-    ]);
+    ])
+    .unwrap();
     // Offloaded checksums would leave the LB partial sums it cannot fix.
     for ns in std::iter::once(&client).chain(&backends) {
-        ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+        ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
     }
     let mut pass = vec![attach_pass(&client, "eth0")];
     for ns in &backends {
@@ -185,7 +186,7 @@ fn start_servers(lab: &Lab) {
         a.start();
     }
     for (i, ns) in lab.backends.iter().enumerate() {
-        ns.enter();
+        ns.enter().unwrap();
         let name = format!("b{}", i + 1);
         let tcp = TcpListener::bind(("0.0.0.0", TCP_PORT)).unwrap();
         let udp = UdpSocket::bind(("0.0.0.0", UDP_PORT)).unwrap();
@@ -216,7 +217,7 @@ struct Switch {
 impl Switch {
     fn start(&self) {
         let lab = lab();
-        lab.backends[self.backend].enter();
+        lab.backends[self.backend].enter().unwrap();
         let l = TcpListener::bind(("0.0.0.0", APP_PORT)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, name) = (stop.clone(), self.name.clone());
@@ -237,7 +238,7 @@ impl Switch {
             return;
         };
         flag.store(true, Ordering::SeqCst);
-        lab().backends[self.backend].enter();
+        lab().backends[self.backend].enter().unwrap();
         // Wake the accept loop, which then drops the listener.
         let _ = TcpStream::connect(("127.0.0.1", APP_PORT));
         h.join().unwrap();
@@ -331,7 +332,7 @@ fn tcp_connect() -> Result<BufReader<TcpStream>, Failed> {
 }
 
 fn tcp_connect_to(port: u16) -> Result<BufReader<TcpStream>, Failed> {
-    lab().client.enter();
+    lab().client.enter().unwrap();
     let s = TcpStream::connect_timeout(&SocketAddr::from((VIP, port)), Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
     Ok(BufReader::new(s))
@@ -368,7 +369,7 @@ fn tcp_reaches_every_backend_from_the_snat_address() -> Result<(), Failed> {
 }
 
 fn udp_reaches_every_backend_and_replies_come_from_the_vip() -> Result<(), Failed> {
-    lab().client.enter();
+    lab().client.enter().unwrap();
     let mut names = BTreeSet::new();
     for i in 0..60 {
         let s = UdpSocket::bind("0.0.0.0:0")?;
@@ -432,7 +433,7 @@ fn status_and_metrics_show_services_backends_and_counters() -> Result<(), Failed
     if !text.contains(&format!("service web {VIP}:80/tcp: serving, 3 healthy")) {
         return Err(format!("status text:\n{text}").into());
     }
-    lab().lb.enter();
+    lab().lb.enter().unwrap();
     let mut c = TcpStream::connect(("127.0.0.1", 9464))?;
     c.set_read_timeout(Some(Duration::from_secs(3)))?;
     c.write_all(b"GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n")?;
@@ -451,13 +452,13 @@ fn status_and_metrics_show_services_backends_and_counters() -> Result<(), Failed
 
 fn non_vip_traffic_to_the_node_is_untouched() -> Result<(), Failed> {
     let lab = lab();
-    lab.lb.enter();
+    lab.lb.enter().unwrap();
     let listener = TcpListener::bind((LB_CLIENT_SIDE, 2222))?;
     let server = thread::spawn(move || -> std::io::Result<()> {
         let (mut c, _) = listener.accept()?;
         c.write_all(b"SSH-2.0-test\r\n")
     });
-    lab.client.enter();
+    lab.client.enter().unwrap();
     let mut s = BufReader::new(TcpStream::connect_timeout(
         &SocketAddr::from((LB_CLIENT_SIDE, 2222)),
         Duration::from_secs(3),
@@ -469,7 +470,8 @@ fn non_vip_traffic_to_the_node_is_untouched() -> Result<(), Failed> {
         return Err(format!("banner {banner:?}").into());
     }
     lab.client
-        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.98.0.1"]);
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.98.0.1"])
+        .unwrap();
     Ok(())
 }
 
@@ -738,9 +740,14 @@ fn sigterm_detaches_xdp() -> Result<(), Failed> {
     if !status.success() {
         return Err(format!("agent exited {status}:\n{}", agent_log(lab)).into());
     }
-    let links = String::from_utf8_lossy(&lab.lb.ip(&["link", "show"]).stdout).to_string();
-    if links.contains("xdp") {
-        return Err(format!("XDP still attached after shutdown:\n{links}").into());
+    let mut attached = Vec::new();
+    for link in lab.lb.links()? {
+        if lab.lb.xdp_attached(&link)? {
+            attached.push(link);
+        }
+    }
+    if !attached.is_empty() {
+        return Err(format!("XDP still attached after shutdown to {attached:?}").into());
     }
     if pin_dir().exists() {
         return Err(format!("{} left behind", pin_dir().display()).into());

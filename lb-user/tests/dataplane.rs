@@ -779,17 +779,8 @@ fn nexthop_cache_follows_a_neighbour_change() -> Result<(), Failed> {
     let lab = lab();
     let be = Ipv4Addr::new(10, 99, 1, 77);
     let neigh = |mac: &str| {
-        lab.lb.ip(&[
-            "neigh",
-            "replace",
-            "10.99.1.77",
-            "lladdr",
-            mac,
-            "dev",
-            "b0",
-            "nud",
-            "permanent",
-        ])
+        let mac = netlab::parse_mac(mac).unwrap();
+        lab.lb.neigh_replace(be, mac, "b0").unwrap()
     };
     neigh("02:00:00:00:07:01");
     let mut svc = web();
@@ -825,7 +816,9 @@ fn nexthop_cache_follows_a_neighbour_change() -> Result<(), Failed> {
         [2, 0, 0, 0, 7, 3],
         "TTL 0 looks up every packet"
     );
-    lab.lb.ip(&["neigh", "del", "10.99.1.77", "dev", "b0"]);
+    lab.lb
+        .neigh_del("10.99.1.77".parse().unwrap(), "b0")
+        .unwrap();
     Ok(())
 }
 
@@ -1015,8 +1008,8 @@ fn maglev_is_the_same_in_two_processes() -> Result<(), Failed> {
     ];
     cmd.extend(args);
     let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let a = String::from_utf8(lab.lb.exec(&argv).stdout)?;
-    let b = String::from_utf8(lab.peer.exec(&argv).stdout)?;
+    let a = lab.lb.exec(&argv)?;
+    let b = lab.peer.exec(&argv)?;
     ensure_eq!(a, b);
     ensure_eq!(a.trim().len(), 16);
     Ok(())

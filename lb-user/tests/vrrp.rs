@@ -111,7 +111,7 @@ fn inject(datagrams: Vec<Vec<u8>>) {
     let client = lab().client.name.clone();
     thread::spawn(move || {
         use socket2::{Domain, Protocol, Socket, Type};
-        support::netns::enter_netns(&client);
+        netlab::enter(&client).unwrap();
         let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).unwrap();
         s.set_header_included_v4(true).unwrap();
         s.bind_device(Some(b"eth0")).unwrap();
@@ -180,7 +180,7 @@ fn kill_9_fails_over_within_master_down_and_the_client_gap_is_no_longer() -> Res
     // The node dies: its agent without a goodbye, and its link. (The agent
     // alone dying would leave its pinned data path serving.)
     let t0 = Instant::now();
-    l.nodes[0].ip(&["link", "set", "eth0", "down"]);
+    l.nodes[0].link_down("eth0")?;
     l.kill9(0);
     let took = l.wait_holders(VIP, &[1], &[1], SETTLE)?;
     thread::sleep(Duration::from_millis(500));
@@ -202,7 +202,7 @@ fn a_restarted_higher_priority_agent_preempts() -> Result<(), Failed> {
     let l = lab();
     // The killed agent left its address behind; the new one removes it and
     // takes over once its master-down timer ignores n2's lower adverts.
-    l.nodes[0].ip(&["link", "set", "eth0", "up"]);
+    l.nodes[0].link_up("eth0").unwrap();
     start(0, 150, "");
     l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
     let (s2, _) = vrrp_state(1, "VI_1");
@@ -224,7 +224,7 @@ fn graceful_stop_hands_over_within_the_skew_time() -> Result<(), Failed> {
     check(!l.holds(0, VIP), || "the stopped agent kept the VIP".into())?;
     // The new master announced the VIP: 5 gratuitous ARPs at once and 5
     // more after garp_master_delay (1 s here).
-    let mac = l.nodes[1].mac("eth0");
+    let mac = l.nodes[1].mac("eth0").unwrap();
     let garps: Vec<Instant> = arps
         .finish()
         .into_iter()
@@ -359,7 +359,7 @@ fn link_down_is_fault_and_link_up_preempts_back() -> Result<(), Failed> {
     let l = lab();
     l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
     let t0 = Instant::now();
-    l.nodes[0].ip(&["link", "set", "eth0", "down"]);
+    l.nodes[0].link_down("eth0")?;
     let took = l.wait_holders(VIP, &[1], &[1], SETTLE)?;
     // Master-down of n2, plus one link poll.
     let bound = master_down(3, ADVERT, 100) + Duration::from_millis(100) + SLACK;
@@ -379,7 +379,7 @@ fn link_down_is_fault_and_link_up_preempts_back() -> Result<(), Failed> {
     check(took <= bound && t0.elapsed() >= took, || {
         format!("n2 took {took:?}")
     })?;
-    l.nodes[0].ip(&["link", "set", "eth0", "up"]);
+    l.nodes[0].link_up("eth0").unwrap();
     l.wait_holders(VIP, &[0, 1], &[0], SETTLE)?;
     let (s1, v1) = vrrp_state(0, "VI_1");
     check(s1 == "MASTER", || {
@@ -430,16 +430,19 @@ fn split_brain_is_answered_and_heals_within_one_advert_interval() -> Result<(), 
     let l = lab();
     let n2 = &l.nodes[1];
     // n2 stops hearing VRRP: it claims VI_1 while n1 still holds it.
-    n2.exec(&["nft", "add", "table", "inet", "xlbt"]);
+    n2.exec(&["nft", "add", "table", "inet", "xlbt"]).unwrap();
     n2.exec(&[
         "nft",
         "add chain inet xlbt in { type filter hook input priority 0 ; }",
-    ]);
-    n2.exec(&["nft", "add rule inet xlbt in ip protocol vrrp drop"]);
+    ])
+    .unwrap();
+    n2.exec(&["nft", "add rule inet xlbt in ip protocol vrrp drop"])
+        .unwrap();
     let both = l.wait_holders(VIP, &[0, 1], &[0, 1], SETTLE);
     let (_, v1) = vrrp_state(0, "VI_1");
     let t0 = Instant::now();
-    n2.exec(&["nft", "delete", "table", "inet", "xlbt"]);
+    n2.exec(&["nft", "delete", "table", "inet", "xlbt"])
+        .unwrap();
     both?;
     check(v1["counters"]["split_brain"].as_u64() > Some(0), || {
         format!("n1 did not count the split brain: {v1}")
@@ -471,14 +474,17 @@ fn unicast_peers_elect_without_multicast() -> Result<(), Failed> {
     let drop_multicast = |n: usize, add: bool| {
         let ns = &l.nodes[n];
         if add {
-            ns.exec(&["nft", "add", "table", "inet", "xlbt"]);
+            ns.exec(&["nft", "add", "table", "inet", "xlbt"]).unwrap();
             ns.exec(&[
                 "nft",
                 "add chain inet xlbt in { type filter hook input priority 0 ; }",
-            ]);
-            ns.exec(&["nft", "add rule inet xlbt in ip daddr 224.0.0.18 drop"]);
+            ])
+            .unwrap();
+            ns.exec(&["nft", "add rule inet xlbt in ip daddr 224.0.0.18 drop"])
+                .unwrap();
         } else {
-            ns.exec(&["nft", "delete", "table", "inet", "xlbt"]);
+            ns.exec(&["nft", "delete", "table", "inet", "xlbt"])
+                .unwrap();
         }
     };
     for (n, prio, peer) in [(0, 150, 1), (1, 100, 0)] {

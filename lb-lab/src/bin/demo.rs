@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: two agents as a VRRP pair in front of three nginx +
 //! dnsmasq backends, with live client traffic and a scripted scenario.
 
+use nix::sys::signal::Signal;
 use std::{
     io::{IsTerminal, Write},
     net::Ipv4Addr,
@@ -121,7 +122,7 @@ fn run(keep: bool) -> Result<()> {
             2 => {
                 let m = (0..LBS).find(|&i| lab.vrrp_state(i) == "MASTER");
                 if let Some(m) = m {
-                    lab.stop_agent(m, libc::SIGTERM);
+                    lab.stop_agent(m, Signal::SIGTERM);
                     stopped_agent = Some(m);
                 }
             }

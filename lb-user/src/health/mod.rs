@@ -641,10 +641,7 @@ mod tests {
         let cut = &CHUNKED[..CHUNKED.len() - 7];
         let cut: &'static [u8] = Box::leak(cut.to_vec().into_boxed_slice());
         let cut = answer(cut).await;
-        assert!(
-            cut.as_ref().is_err_and(|e| e.contains("EOF")),
-            "{cut:?}"
-        );
+        assert!(cut.as_ref().is_err_and(|e| e.contains("EOF")), "{cut:?}");
         let close = answer(b"HTTP/1.0 200 OK\r\n\r\nuntil close").await;
         assert_eq!(close, Ok((200, b"until close".to_vec())));
         let head = answer(b"HTTP/1.1 200 OK\r\nContent-Le").await;

@@ -59,20 +59,21 @@ pub fn lab() -> &'static Lab {
 
 pub fn setup() -> Lab {
     reap_stale();
-    let lb = Netns::new("dp");
-    let peer = Netns::new("dpp");
-    veth(&lb, "c0", &peer, "c0p");
-    veth(&lb, "b0", &peer, "b0p");
-    lb.ip(&["addr", "add", "10.99.0.1/24", "dev", "c0"]);
-    lb.ip(&["addr", "add", "10.99.1.1/24", "dev", "b0"]);
-    lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    let neigh = |ip: Ipv4Addr, mac: [u8; 6], dev: &str| lb.neigh(ip, mac, dev);
+    let lb = netns("dp");
+    let peer = netns("dpp");
+    lb.veth("c0", &peer, "c0p").unwrap();
+    lb.veth("b0", &peer, "b0p").unwrap();
+    lb.add_addr("c0", "10.99.0.1/24").unwrap();
+    lb.add_addr("b0", "10.99.1.1/24").unwrap();
+    lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    let neigh = |ip: Ipv4Addr, mac: [u8; 6], dev: &str| lb.neigh_replace(ip, mac, dev).unwrap();
     neigh(CLIENT, CLIENT_MAC, "c0");
     neigh(SAME_LINK.0, SAME_LINK.1, "c0");
     for (ip, mac) in BACKENDS {
         neigh(ip, mac, "b0");
     }
-    lb.enter();
+    lb.enter().unwrap();
     let mut holder = new_dp();
     holder
         .attach("c0", lb_user::config::XdpMode::Native)
@@ -81,10 +82,10 @@ pub fn setup() -> Lab {
         .attach("b0", lb_user::config::XdpMode::Native)
         .unwrap();
     Lab {
-        c0: lb.ifindex("c0"),
-        b0: lb.ifindex("b0"),
-        c0_mac: lb.mac("c0"),
-        b0_mac: lb.mac("b0"),
+        c0: lb.ifindex("c0").unwrap(),
+        b0: lb.ifindex("b0").unwrap(),
+        c0_mac: lb.mac("c0").unwrap(),
+        b0_mac: lb.mac("b0").unwrap(),
         lb,
         peer,
         holder: std::sync::Mutex::new(holder),
@@ -148,7 +149,7 @@ pub fn dns() -> ServiceSpec {
 /// A program loaded in the lab with the web and DNS services.
 pub fn dp() -> Dataplane {
     let lab = lab();
-    lab.lb.enter();
+    lab.lb.enter().unwrap();
     let mut dp = new_dp();
     dp.set_addr(VIP, lb_common::ADDR_VIP).unwrap();
     dp.set_addr(SNAT, lb_common::ADDR_SNAT).unwrap();
@@ -162,11 +163,7 @@ pub fn dp() -> Dataplane {
 /// Runs one packet as if received on `ifindex`: (action, output bytes).
 pub fn run_on(dp: &mut Dataplane, pkt: &[u8], ifindex: u32) -> std::io::Result<(u32, Vec<u8>)> {
     let mut out = vec![0u8; pkt.len() + 256];
-    // xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-    // The kernel takes data_end as the packet length.
-    let mut ctx = [0u8; 24];
-    ctx[4..8].copy_from_slice(&(pkt.len() as u32).to_ne_bytes());
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let ctx = netlab::xdp::test_ctx(pkt.len(), ifindex);
     let opts = TestRunOptions {
         data_in: Some(pkt),
         data_out: Some(&mut out),

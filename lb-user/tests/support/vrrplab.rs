@@ -66,54 +66,36 @@ impl Lab {
     /// Builds the lab and starts the backend's UDP echo.
     pub fn new() -> Lab {
         reap_stale();
-        let sw = Netns::new("sw");
-        sw.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        sw.ip(&["link", "set", "br0", "up"]);
+        let sw = netns("sw");
+        sw.bridge("br0", false).unwrap();
         let plug = |ns: &Netns, port: &str, addrs: &[String]| {
-            veth(ns, "eth0", &sw, port);
-            sw.ip(&["link", "set", port, "master", "br0"]);
-            for a in addrs {
-                ns.ip(&["addr", "add", a, "dev", "eth0"]);
-            }
-            ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+            sw.plug("br0", ns, "eth0", port, addrs).unwrap();
         };
         let mut nodes = Vec::new();
         let mut pass = Vec::new();
         for n in 0..NODES {
-            let ns = Netns::new(&format!("n{}", n + 1));
+            let ns = netns(&format!("n{}", n + 1));
             let port = format!("p-n{}", n + 1);
             plug(&ns, &port, &[format!("{}/24", node_addr(n))]);
-            ns.exec(&[
-                "sysctl",
-                "-qw",
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-            ]);
+            ns.sysctl("net.ipv4.conf.all.rp_filter", "0").unwrap();
+            ns.sysctl("net.ipv4.conf.default.rp_filter", "0").unwrap();
             // Frames a node sends with XDP_TX arrive only through an XDP program.
             pass.push(attach_pass(&sw, &port));
             nodes.push(ns);
         }
-        let client = Netns::new("c");
+        let client = netns("c");
         plug(&client, "p-c", &[format!("{CLIENT}/24")]);
-        let backend = Netns::new("b");
+        let backend = netns("b");
         plug(&backend, "p-b", &[format!("{BACKEND}/24")]);
         // SNAT addresses are not on the nodes' links: each is routed to its
         // node, as a FULLNAT pool usually is.
         for n in 0..NODES {
             let (snat, via) = (snat_addr(n).to_string(), node_addr(n).to_string());
-            backend.ip(&["route", "add", &snat, "via", &via]);
+            backend.route_via(&snat, &via).unwrap();
         }
         let dir = std::env::temp_dir().join(format!("xlbt-vrrp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        backend.enter();
+        backend.enter().unwrap();
         let udp = UdpSocket::bind(("0.0.0.0", 53)).unwrap();
         thread::spawn(move || {
             let mut buf = [0u8; 512];
@@ -271,7 +253,7 @@ impl Lab {
         let ns = self.nodes[n].name.clone();
         thread::spawn(move || {
             use std::io::{Read, Write};
-            enter_netns(&ns);
+            netlab::enter(&ns).unwrap();
             let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT)) else {
                 return String::new();
             };
@@ -287,8 +269,7 @@ impl Lab {
 
     /// Whether node `n` has `vip` on its interface.
     pub fn holds(&self, n: usize, vip: Ipv4Addr) -> bool {
-        let out = self.nodes[n].ip(&["-4", "-o", "addr", "show", "dev", "eth0"]);
-        String::from_utf8_lossy(&out.stdout).contains(&format!(" {vip}/"))
+        self.nodes[n].addrs("eth0").is_ok_and(|a| a.contains(&vip))
     }
 
     /// The nodes holding `vip`.
@@ -376,7 +357,7 @@ impl Prober {
         let flag = stop.clone();
         let client = lab.client.name.clone();
         let handle = thread::spawn(move || {
-            enter_netns(&client);
+            netlab::enter(&client).unwrap();
             let s = UdpSocket::bind(("0.0.0.0", 0)).unwrap();
             s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
             let mut got = Vec::new();
@@ -422,7 +403,7 @@ impl ArpCapture {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = thread::spawn(move || {
             use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-            enter_netns(&client);
+            netlab::enter(&client).unwrap();
             let proto = (libc::ETH_P_ARP as u16).to_be() as i32;
             // SAFETY: plain socket(2); the fd is owned right after.
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
