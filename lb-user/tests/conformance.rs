@@ -20,14 +20,16 @@ fn frames(name: &str) -> Vec<Vec<u8>> {
         "{}/tests/vectors/keepalived-2.2.7/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
-    let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(&b[0..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap();
+    assert_eq!(
+        reader.header().datalink,
+        pcap_file::DataLink::ETHERNET,
+        "{path}"
+    );
     let mut out = Vec::new();
-    let mut o = 24;
-    while o + 16 <= b.len() {
-        let caplen = u32::from_le_bytes(b[o + 8..o + 12].try_into().unwrap()) as usize;
-        out.push(b[o + 16..o + 16 + caplen].to_vec());
-        o += 16 + caplen;
+    while let Some(p) = reader.next_packet() {
+        out.push(p.unwrap().data.into_owned());
     }
     out
 }
