@@ -2,5 +2,6 @@
 //! tests and the side-by-side benchmarks: real agents, real nginx and
 //! dnsmasq backends, real client traffic.
 
+pub mod bench;
 pub mod lab;
 pub mod traffic;

@@ -75,3 +75,25 @@ pub fn sysctl_set(key: &str, value: &str) -> Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_counts_its_cpu_and_memory() {
+        let pid = std::process::id();
+        let before = cpu_ms(pid);
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_ms(pid) - before >= 100.0, "{} ms", cpu_ms(pid) - before);
+        let (rss, peak) = rss_kib(pid).unwrap();
+        assert!(rss > 0 && peak >= rss);
+        assert!(start_time(pid).is_some() && start_time(u32::MAX).is_none());
+        assert!(machine_not_busy_ticks().unwrap() > 0);
+        assert!(!cpu_model().is_empty());
+    }
+}
