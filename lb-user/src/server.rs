@@ -3,7 +3,7 @@
 //! limit, so a slow or idle client never holds the agent's loop. A request
 //! asks the loop for a snapshot over a channel.
 
-use std::{convert::Infallible, path::Path, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use http_body_util::Full;
@@ -81,31 +81,52 @@ impl Servers {
     }
 }
 
-/// Accepts status clients: one request line each, `status` or
-/// `status json`.
-async fn serve_status(listener: UnixListener, snapshots: Snapshots) {
+/// Accepts connections with `accept` forever, each answered by `answer` on
+/// a task of its own; past MAX_CLIENTS at once, new ones are closed.
+async fn serve<C, A, AF, H, HF>(what: &'static str, mut accept: A, snapshots: Snapshots, answer: H)
+where
+    A: FnMut() -> AF,
+    AF: Future<Output = std::io::Result<C>>,
+    H: Fn(C, Snapshots) -> HF,
+    HF: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
-        let conn = match listener.accept().await {
-            Ok((c, _)) => c,
+        let conn = match accept().await {
+            Ok(c) => c,
             Err(e) => {
-                warn!("status socket: {e}");
+                warn!("{what}: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!("status socket: too many clients, one closed");
+            debug!("{what}: too many clients, one closed");
             continue;
         };
-        let snapshots = snapshots.clone();
+        let answered = answer(conn, snapshots.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer_status(conn, &snapshots).await {
-                debug!("status request: {e:#}");
-            }
+            answered.await;
             drop(slot);
         });
     }
+}
+
+/// Status clients: one request line each, `status` or `status json`.
+async fn serve_status(listener: UnixListener, snapshots: Snapshots) {
+    let l = &listener;
+    let accept = move || async move { l.accept().await.map(|(c, _)| c) };
+    serve(
+        "status socket",
+        accept,
+        snapshots,
+        |conn, snapshots| async move {
+            if let Err(e) = answer_status(conn, &snapshots).await {
+                debug!("status request: {e:#}");
+            }
+        },
+    )
+    .await
 }
 
 async fn answer_status(conn: UnixStream, snapshots: &Snapshots) -> Result<()> {
@@ -121,25 +142,16 @@ async fn answer_status(conn: UnixStream, snapshots: &Snapshots) -> Result<()> {
     Ok(())
 }
 
-/// Serves `GET /metrics` (and `GET /`) over HTTP/1.1, one response per
+/// `GET /metrics` (and `GET /`) over HTTP/1.1, one response per
 /// connection.
 async fn serve_metrics(listener: TcpListener, snapshots: Snapshots) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    loop {
-        let conn = match listener.accept().await {
-            Ok((c, _)) => c,
-            Err(e) => {
-                warn!("metrics listener: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!("metrics: too many clients, one closed");
-            continue;
-        };
-        let snapshots = snapshots.clone();
-        tokio::spawn(async move {
+    let l = &listener;
+    let accept = move || async move { l.accept().await.map(|(c, _)| c) };
+    serve(
+        "metrics listener",
+        accept,
+        snapshots,
+        |conn, snapshots| async move {
             let service = service_fn(move |req| {
                 let snapshots = snapshots.clone();
                 async move { Ok::<_, Infallible>(metrics(req, &snapshots).await) }
@@ -154,9 +166,9 @@ async fn serve_metrics(listener: TcpListener, snapshots: Snapshots) {
                 Err(_) => debug!("metrics request: timed out"),
                 Ok(Ok(())) => {}
             }
-            drop(slot);
-        });
-    }
+        },
+    )
+    .await
 }
 
 async fn metrics<B>(req: Request<B>, snapshots: &Snapshots) -> Response<Full<Bytes>> {

@@ -450,6 +450,40 @@ fn status_and_metrics_show_services_backends_and_counters() -> Result<(), Failed
     Ok(())
 }
 
+/// Clients that connect and say nothing hold neither the status socket
+/// nor the metrics endpoint: both are served off the agent's loop, each
+/// connection on its own.
+fn idle_clients_hold_neither_status_nor_metrics() -> Result<(), Failed> {
+    let lab = lab();
+    lab.lb.enter()?;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(("127.0.0.1", 9464))?);
+    }
+    let mut idle_unix = Vec::new();
+    for _ in 0..20 {
+        idle_unix.push(std::os::unix::net::UnixStream::connect(
+            lab.dir.join("xlb.sock"),
+        )?);
+    }
+    let t = Instant::now();
+    let text = xlb_status(false)?;
+    let took = t.elapsed();
+    if !text.contains("service web") || took > Duration::from_secs(1) {
+        return Err(format!("status took {took:?} beside 40 idle clients:\n{text}").into());
+    }
+    let mut c = TcpStream::connect(("127.0.0.1", 9464))?;
+    c.set_read_timeout(Some(Duration::from_secs(3)))?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n")?;
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut c, &mut body)?;
+    if !body.starts_with("HTTP/1.1 200 OK") || t.elapsed() > Duration::from_secs(2) {
+        return Err(format!("metrics after {:?}:\n{body}", t.elapsed()).into());
+    }
+    drop((idle, idle_unix));
+    Ok(())
+}
+
 fn non_vip_traffic_to_the_node_is_untouched() -> Result<(), Failed> {
     let lab = lab();
     lab.lb.enter().unwrap();
@@ -772,6 +806,7 @@ fn main() {
             tcp_reaches_every_backend_from_the_snat_address,
             udp_reaches_every_backend_and_replies_come_from_the_vip,
             status_and_metrics_show_services_backends_and_counters,
+            idle_clients_hold_neither_status_nor_metrics,
             non_vip_traffic_to_the_node_is_untouched,
             reload_removes_a_backend_and_keeps_its_established_flow,
             bad_reload_is_refused_and_the_old_config_keeps_serving,

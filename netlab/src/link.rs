@@ -12,7 +12,7 @@ use futures_util::TryStreamExt;
 use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
-        link::{LinkAttribute, LinkXdp, XdpAttached},
+        link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
         neighbour::{NeighbourAttribute, NeighbourState},
         route::RouteType,
     },
@@ -32,32 +32,26 @@ fn cidr(s: &str) -> Result<(Ipv4Addr, u8)> {
     Ok((a, n))
 }
 
-/// The index of `dev`.
-async fn index(h: &Handle, dev: &str) -> Result<u32> {
-    let msg = h
-        .link()
+/// The link `dev`.
+async fn link(h: &Handle, dev: &str) -> Result<LinkMessage> {
+    h.link()
         .get()
         .match_name(dev.to_string())
         .execute()
         .try_next()
         .await
         .with_context(|| format!("no link {dev}"))?
-        .ok_or_else(|| anyhow!("no link {dev}"))?;
-    Ok(msg.header.index)
+        .ok_or_else(|| anyhow!("no link {dev}"))
+}
+
+/// The index of `dev`.
+async fn index(h: &Handle, dev: &str) -> Result<u32> {
+    Ok(link(h, dev).await?.header.index)
 }
 
 /// The attributes of `dev`.
 async fn attributes(h: &Handle, dev: &str) -> Result<Vec<LinkAttribute>> {
-    let msg = h
-        .link()
-        .get()
-        .match_name(dev.to_string())
-        .execute()
-        .try_next()
-        .await
-        .with_context(|| format!("no link {dev}"))?
-        .ok_or_else(|| anyhow!("no link {dev}"))?;
-    Ok(msg.attributes)
+    Ok(link(h, dev).await?.attributes)
 }
 
 impl Netns {

@@ -31,6 +31,11 @@ fn output(cmd: &mut Command, what: &str) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {what}"))?;
+    stdout_of(out, what)
+}
+
+/// The stdout of a finished program, or an error carrying its output.
+fn stdout_of(out: std::process::Output, what: &str) -> Result<String> {
     if !out.status.success() {
         bail!(
             "{what} failed: {}{}",
@@ -173,14 +178,7 @@ impl Netns {
         let out = child
             .wait_with_output()
             .with_context(|| format!("running {what}"))?;
-        if !out.status.success() {
-            bail!(
-                "{what} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr).trim_end()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        stdout_of(out, &what)
     }
 
     /// Runs `f` on a thread inside the namespace.
