@@ -4,7 +4,7 @@
 
 use std::{
     net::Ipv4Addr,
-    os::fd::{AsRawFd, BorrowedFd},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     path::Path,
     ptr::NonNull,
 };
@@ -171,6 +171,60 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping what new() mapped; no slice of it outlives self.
         let _ = unsafe { nix::sys::mman::munmap(self.base, self.len) };
+    }
+}
+
+/// A packet socket that only sends (protocol 0 receives nothing): whole
+/// frames out of an interface.
+pub struct PacketSender {
+    fd: OwnedFd,
+}
+
+impl PacketSender {
+    /// Opens the socket (needs CAP_NET_RAW).
+    pub fn open() -> std::io::Result<PacketSender> {
+        // SAFETY: plain socket(2) call; the fd is owned right after.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(PacketSender {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Sends `frame`, an Ethernet frame of type `ethertype` to `dst`, out of
+    /// interface `ifindex`.
+    pub fn send(
+        &self,
+        ifindex: u32,
+        dst: [u8; 6],
+        ethertype: u16,
+        frame: &[u8],
+    ) -> std::io::Result<()> {
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_protocol = ethertype.to_be();
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&dst);
+        // SAFETY: frame and to are valid for the lengths given.
+        let r = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 //! error names the file, the line and the key path, e.g.
 //! `lb.yaml:12: virtual_servers[0].real_servers[1].wieght: unknown key ...`.
 
+mod defaults;
 mod include;
 mod lines;
 mod split;
@@ -12,6 +13,8 @@ mod validate;
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
+
+use defaults::*;
 
 pub use include::{Loaded, Loader};
 pub use lines::LineIndex;
@@ -119,66 +122,6 @@ pub struct SyncDaemon {
     pub all_flows: bool,
 }
 
-// The defaults of the optional keys, as a YAML file that leaves them out
-// gets them; a required key is empty. The importer writes a key only where
-// it differs from these.
-
-impl Default for Global {
-    fn default() -> Self {
-        Global {
-            router_id: None,
-            interface: String::new(),
-            extra_interfaces: vec![],
-            xdp_mode: XdpMode::default(),
-            pin_path: default_pin_path(),
-            metrics: None,
-            hash_seed: 0,
-            maglev_size: default_maglev_size(),
-            max_services: default_max_services(),
-            max_backends: default_max_backends(),
-            conntrack: Conntrack::default(),
-            nexthop_ttl: default_nexthop_ttl(),
-            lvs_sync_daemon: None,
-        }
-    }
-}
-
-impl Default for SyncDaemon {
-    fn default() -> Self {
-        SyncDaemon {
-            interface: String::new(),
-            vrrp_instance: String::new(),
-            id: 0,
-            port: default_sync_port(),
-            group: default_sync_group(),
-            all_flows: yes(),
-        }
-    }
-}
-
-fn default_sync_port() -> u16 {
-    8848
-}
-fn default_sync_group() -> Ipv4Addr {
-    Ipv4Addr::new(224, 0, 0, 81)
-}
-
-fn default_pin_path() -> String {
-    "/sys/fs/bpf/xlb".into()
-}
-fn default_maglev_size() -> u32 {
-    crate::maglev::DEFAULT_SIZE
-}
-fn default_max_services() -> u32 {
-    64
-}
-fn default_max_backends() -> u32 {
-    4096
-}
-fn default_nexthop_ttl() -> f64 {
-    1.0
-}
-
 /// How XDP attaches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -207,30 +150,6 @@ pub struct Conntrack {
     pub udp_timeout: f64,
 }
 
-impl Default for Conntrack {
-    fn default() -> Self {
-        Conntrack {
-            max_entries: default_ct_max(),
-            tcp_timeout: default_tcp_timeout(),
-            tcp_fin_timeout: default_tcp_fin_timeout(),
-            udp_timeout: default_udp_timeout(),
-        }
-    }
-}
-
-fn default_ct_max() -> u32 {
-    1 << 20
-}
-fn default_tcp_timeout() -> f64 {
-    900.0
-}
-fn default_tcp_fin_timeout() -> f64 {
-    10.0
-}
-fn default_udp_timeout() -> f64 {
-    30.0
-}
-
 /// `vrrp_scripts.NAME`: a tracking script.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,29 +168,6 @@ pub struct VrrpScript {
     pub rise: u32,
     #[serde(default = "one_u32")]
     pub fall: u32,
-}
-
-impl Default for VrrpScript {
-    fn default() -> Self {
-        VrrpScript {
-            script: String::new(),
-            interval: one(),
-            timeout: None,
-            weight: 0,
-            rise: one_u32(),
-            fall: one_u32(),
-        }
-    }
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn one_u32() -> u32 {
-    1
-}
-fn yes() -> bool {
-    true
 }
 
 /// `vrrp_instances[]`.
@@ -329,42 +225,6 @@ pub struct VrrpInstance {
     pub notify: Option<String>,
 }
 
-impl Default for VrrpInstance {
-    fn default() -> Self {
-        VrrpInstance {
-            name: String::new(),
-            interface: None,
-            state: VrrpState::default(),
-            virtual_router_id: 0,
-            priority: 0,
-            advert_int: one(),
-            version: default_vrrp_version(),
-            preempt: yes(),
-            preempt_delay: 0.0,
-            authentication: None,
-            unicast_src_ip: None,
-            unicast_peers: vec![],
-            virtual_ipaddress: vec![],
-            track_script: vec![],
-            track_virtual_server: vec![],
-            garp_master_repeat: default_garp_repeat(),
-            garp_master_delay: default_garp_delay(),
-            notify_master: None,
-            notify_backup: None,
-            notify_fault: None,
-            notify_stop: None,
-            notify: None,
-        }
-    }
-}
-
-fn default_garp_repeat() -> u32 {
-    5
-}
-fn default_garp_delay() -> f64 {
-    5.0
-}
-
 /// `track_virtual_server[]`: follow a virtual server's health quorum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -376,10 +236,6 @@ pub struct TrackVirtualServer {
     /// added while it is lost.
     #[serde(default)]
     pub weight: i32,
-}
-
-fn default_vrrp_version() -> u8 {
-    2
 }
 
 /// VRRP states a config may name.
@@ -494,33 +350,6 @@ pub enum OnDown {
     Reset,
 }
 
-impl Default for VirtualServer {
-    fn default() -> Self {
-        VirtualServer {
-            name: String::new(),
-            vip: Ipv4Addr::UNSPECIFIED,
-            port: 0,
-            protocol: default_protocol(),
-            vrrp_instance: None,
-            lb_algo: LbAlgo::default(),
-            lb_kind: LbKind::default(),
-            snat: Snat::default(),
-            delay_loop: default_delay_loop(),
-            quorum: one_u32(),
-            sorry_server: None,
-            on_down: OnDown::default(),
-            real_servers: vec![],
-        }
-    }
-}
-
-fn default_protocol() -> Protocol {
-    Protocol::Tcp
-}
-fn default_delay_loop() -> f64 {
-    60.0
-}
-
 /// An address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -537,19 +366,6 @@ pub struct Snat {
     /// `"FIRST-LAST"`, inclusive.
     #[serde(default = "default_snat_ports")]
     pub ports: String,
-}
-
-impl Default for Snat {
-    fn default() -> Self {
-        Snat {
-            addresses: vec![],
-            ports: default_snat_ports(),
-        }
-    }
-}
-
-fn default_snat_ports() -> String {
-    "1024-65535".into()
 }
 
 impl Snat {
@@ -629,25 +445,6 @@ pub struct RealServer {
     /// Start as down until the first successful check.
     #[serde(default)]
     pub alpha: bool,
-}
-
-impl Default for RealServer {
-    fn default() -> Self {
-        RealServer {
-            address: Ipv4Addr::UNSPECIFIED,
-            port: 0,
-            weight: one_u32(),
-            inhibit_on_failure: false,
-            tcp_check: None,
-            http_get: None,
-            ssl_get: None,
-            dns_check: None,
-            misc_check: None,
-            notify_up: None,
-            notify_down: None,
-            alpha: false,
-        }
-    }
 }
 
 impl RealServer {
@@ -790,10 +587,6 @@ macro_rules! checker {
     };
 }
 
-fn default_connect_timeout() -> f64 {
-    5.0
-}
-
 checker!(
     /// `tcp_check`: a TCP connect.
     TcpCheck {}
@@ -822,10 +615,6 @@ checker!(
     }
 );
 
-fn default_path() -> String {
-    "/".into()
-}
-
 /// A status code or a list of ranges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -843,13 +632,6 @@ checker!(
         qtype: String = default_dns_type(),
     }
 );
-
-fn default_dns_name() -> String {
-    ".".into()
-}
-fn default_dns_type() -> String {
-    "SOA".into()
-}
 
 checker!(
     /// `misc_check`: an external program.

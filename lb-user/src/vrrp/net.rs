@@ -5,7 +5,6 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
 use anyhow::{anyhow, Context, Result};
@@ -73,50 +72,21 @@ impl VrrpSocket {
     }
 }
 
-/// A packet socket that only sends (protocol 0 receives nothing).
-pub struct ArpSender {
-    fd: OwnedFd,
-}
+/// Sends gratuitous ARPs.
+pub struct ArpSender(crate::sys::PacketSender);
 
 impl ArpSender {
     pub fn open() -> Result<ArpSender> {
-        // SAFETY: plain socket(2) call; the fd is owned right after.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("packet socket for gratuitous ARP");
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        Ok(ArpSender {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let s = crate::sys::PacketSender::open().context("packet socket for gratuitous ARP")?;
+        Ok(ArpSender(s))
     }
 
     /// Broadcasts a gratuitous ARP for `ip` from `mac` on `ifindex`.
     pub fn announce(&self, ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<()> {
         let mut frame = [0u8; arp::FRAME_LEN];
         let n = arp::emit_gratuitous(&mut frame, mac, ip);
-        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_protocol = arp::ETHERTYPE_ARP.to_be();
-        to.sll_ifindex = ifindex as i32;
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        // SAFETY: frame and to are valid for the lengths given.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                n,
-                0,
-                (&to as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.0
+            .send(ifindex, [0xff; 6], arp::ETHERTYPE_ARP, &frame[..n])
     }
 }
 
