@@ -6,67 +6,13 @@ use std::net::Ipv4Addr;
 
 use super::{
     ann::Ann,
-    checker::{checker, checker_key},
+    checker::{checker, checker_key, inherit, Inherit},
     lexer::Pos,
     report::{shorten, show, Cx, EMAIL},
     tree::{join, Node},
     Item, Kind,
 };
 use crate::config::{Config, Endpoint, LbAlgo, Protocol, RealServer, VirtualServer};
-
-/// Checker defaults set on a virtual or real server.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Inherit {
-    pub(super) retry: Option<(u32, &'static str)>,
-    pub(super) delay_before_retry: Option<(f64, &'static str)>,
-    pub(super) warmup: Option<(f64, &'static str)>,
-    pub(super) connect_timeout: Option<(f64, &'static str)>,
-    pub(super) virtualhost: Option<(String, &'static str)>,
-    pub(super) alpha: Option<bool>,
-    pub(super) inhibit: Option<bool>,
-    pub(super) delay_loop: Option<(f64, Pos)>,
-}
-
-/// Reads a default that a virtual or real server passes down; false when
-/// `c` is not one.
-pub(super) fn inherit(cx: &mut Cx, c: &Node, inh: &mut Inherit, from: &'static str) -> bool {
-    match c.name() {
-        "retry" => {
-            if let Some(v) = cx.uint(c, 1, 1_000_000) {
-                inh.retry = Some((v, from));
-            }
-        }
-        "delay_before_retry" => {
-            if let Some(v) = cx.secs(c, 0.0, 3600.0) {
-                inh.delay_before_retry = Some((v, from));
-            }
-        }
-        "warmup" => {
-            if let Some(v) = cx.secs(c, 0.0, 3600.0) {
-                inh.warmup = Some((v, from));
-            }
-        }
-        "connect_timeout" => {
-            if let Some(v) = cx.secs(c, 0.001, 3600.0) {
-                inh.connect_timeout = Some((v, from));
-            }
-        }
-        "virtualhost" => {
-            if let Some(v) = cx.text(c) {
-                inh.virtualhost = Some((v, from));
-            }
-        }
-        "alpha" => inh.alpha = cx.flag(c).or(inh.alpha),
-        "inhibit_on_failure" => inh.inhibit = cx.flag(c).or(inh.inhibit),
-        "delay_loop" => {
-            if let Some(v) = cx.secs(c, 0.01, 86400.0) {
-                inh.delay_loop = Some((v, c.pos()));
-            }
-        }
-        _ => return false,
-    }
-    true
-}
 
 /// A `virtual_server`, before it is linked to an instance and given SNAT.
 #[derive(Debug)]
