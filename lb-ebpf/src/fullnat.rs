@@ -33,8 +33,7 @@ pub fn to_client(nat: &Nat) -> Endpoints {
     }
 }
 
-/// Rewrites the packet to `to` and sends it to its next hop. `to` is read
-/// from the flow's entry before the caller may remove it.
+/// Rewrites the packet to `to` and sends it to its next hop.
 #[inline(always)]
 pub fn send(ctx: &XdpContext, p: &Packet, to: Endpoints, cfg: &Config, now: u64) -> u32 {
     rewrite(p, to);

@@ -120,7 +120,9 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
 #[inline(always)]
 fn established(f: &Flow, key: &FlowKey, conn: &mut Conn) -> u32 {
     let (cfg, flags, now) = (f.cfg, f.p.l4.tcp_flags, f.now);
+    // Read before a RST removes the entry: another CPU may reuse it.
     let to = fullnat::to_backend(conn);
+    let (service_id, backend_id) = (conn.service_id, conn.backend_id);
     if flags & TCP_RST != 0 {
         sync::report(cfg, key, conn, CT_FIN);
         // Its port may have been taken over (see nat::setup).
@@ -137,7 +139,7 @@ fn established(f: &Flow, key: &FlowKey, conn: &mut Conn) -> u32 {
         }
         conn.last_seen = now;
     }
-    traffic(conn.service_id, conn.backend_id, f.bytes, false);
+    traffic(service_id, backend_id, f.bytes, false);
     fullnat::send(f.ctx, &f.p, to, cfg, now)
 }
 
@@ -145,7 +147,9 @@ fn established(f: &Flow, key: &FlowKey, conn: &mut Conn) -> u32 {
 #[inline(always)]
 fn reply(f: &Flow, key: &FlowKey, nat: &mut Nat) -> u32 {
     let (cfg, flags, now) = (f.cfg, f.p.l4.tcp_flags, f.now);
+    // Read before a RST removes the entry: another CPU may reuse it.
     let to = fullnat::to_client(nat);
+    let (service_id, backend_id) = (nat.service_id, nat.backend_id);
     if flags & TCP_RST != 0 {
         // The client's FIN reports a close (step 1); a backend's RST ends
         // the flow before the client says anything.
@@ -167,7 +171,7 @@ fn reply(f: &Flow, key: &FlowKey, nat: &mut Nat) -> u32 {
     } else if stale(nat.last_seen, now) {
         nat.last_seen = now;
     }
-    traffic(nat.service_id, nat.backend_id, f.bytes, false);
+    traffic(service_id, backend_id, f.bytes, false);
     fullnat::send(f.ctx, &f.p, to, cfg, now)
 }
 

@@ -23,9 +23,13 @@ const IPV4_HLEN: usize = 20;
 /// Version 4, header length 5 words: the only IPv4 header forwarded.
 const IPV4_PLAIN: u8 = 0x45;
 
+/// TCP flag bits, as in the header's flags byte.
 pub const TCP_FIN: u8 = 0x01;
+/// See [`TCP_FIN`].
 pub const TCP_SYN: u8 = 0x02;
+/// See [`TCP_FIN`].
 pub const TCP_RST: u8 = 0x04;
+/// See [`TCP_FIN`].
 pub const TCP_ACK: u8 = 0x10;
 
 #[repr(C)]
@@ -102,16 +106,19 @@ impl Eth {
 pub struct Ipv4(*mut Ipv4Hdr);
 
 impl Ipv4 {
+    /// Source address.
     #[inline(always)]
     pub fn src(self) -> u32 {
         unsafe { (*self.0).src }
     }
 
+    /// Destination address.
     #[inline(always)]
     pub fn dst(self) -> u32 {
         unsafe { (*self.0).dst }
     }
 
+    /// Type of service.
     #[inline(always)]
     pub fn tos(self) -> u8 {
         unsafe { (*self.0).tos }
@@ -123,11 +130,13 @@ impl Ipv4 {
         u16::from_be(unsafe { (*self.0).tot_len })
     }
 
+    /// Header checksum, as on the wire.
     #[inline(always)]
     pub fn check(self) -> u16 {
         unsafe { (*self.0).check }
     }
 
+    /// Writes the header checksum.
     #[inline(always)]
     pub fn set_check(self, check: u16) {
         unsafe { (*self.0).check = check }
@@ -149,6 +158,7 @@ impl Ipv4 {
 pub struct L4 {
     ports: *mut [u16; 2],
     check: *mut u16,
+    /// TCP's flags byte; 0 for UDP.
     pub tcp_flags: u8,
 }
 
@@ -159,16 +169,19 @@ impl L4 {
         unsafe { *self.ports }
     }
 
+    /// Writes source and destination port.
     #[inline(always)]
     pub fn set_ports(self, ports: [u16; 2]) {
         unsafe { *self.ports = ports }
     }
 
+    /// The L4 checksum, as on the wire (UDP: 0 is none).
     #[inline(always)]
     pub fn check(self) -> u16 {
         unsafe { *self.check }
     }
 
+    /// Writes the L4 checksum.
     #[inline(always)]
     pub fn set_check(self, check: u16) {
         unsafe { *self.check = check }
@@ -178,7 +191,9 @@ impl L4 {
 /// Ethernet (with at most one 802.1Q tag) and the fixed part of an IPv4
 /// header: enough to ask whether the destination is ours.
 pub struct Frame {
+    /// The Ethernet header.
     pub eth: Eth,
+    /// The IPv4 header.
     pub ip: Ipv4,
     /// Offset of the IPv4 header.
     l3: usize,
@@ -187,8 +202,11 @@ pub struct Frame {
 /// A TCP or UDP packet addressed to one of our addresses, past the IPv4
 /// policies.
 pub struct Packet {
+    /// The Ethernet header.
     pub eth: Eth,
+    /// The IPv4 header.
     pub ip: Ipv4,
+    /// The TCP or UDP header.
     pub l4: L4,
     /// `PROTO_TCP` or `PROTO_UDP`.
     pub proto: u8,

@@ -1,4 +1,4 @@
-//! `cargo xtask bench l4`: the same lab, backends and client for four
+//! `cargo xtask bench l4`: the same lab, backends and client for five
 //! setups, side by side in one run:
 //!
 //! - direct: the client to one backend (the ceiling);

@@ -86,17 +86,7 @@ fn run(lab: &Lab, who: Impl, advert: f64) -> Vec<Duration> {
         }
         // The dead node reboots and rejoins as BACKUP.
         let dead = &lab.nodes[master];
-        let _ = std::process::Command::new("ip")
-            .args([
-                "-n",
-                &dead.name,
-                "addr",
-                "del",
-                &format!("{VIP}/24"),
-                "dev",
-                "eth0",
-            ])
-            .output();
+        let _ = dead.del_addr("eth0", &format!("{VIP}/24"));
         dead.link_up("eth0").unwrap();
         start(lab, who, master, advert);
         thread::sleep(Duration::from_millis(1500) + Duration::from_secs_f64(3.0 * advert));

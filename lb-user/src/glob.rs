@@ -17,9 +17,7 @@ impl NamePattern {
     /// Compiles `pattern`; one globset cannot read (an empty range such
     /// as `[z-a]`, say) matches only itself, as a literal name.
     pub fn new(pattern: &str) -> NamePattern {
-        // globset reads braces as alternatives; fnmatch does not.
-        let escaped = pattern.replace('{', "\\{").replace('}', "\\}");
-        let m = GlobBuilder::new(&escaped)
+        let m = GlobBuilder::new(&literal_braces(pattern))
             .literal_separator(true)
             .backslash_escape(true)
             .allow_unclosed_class(true)
@@ -38,14 +36,53 @@ impl NamePattern {
     }
 }
 
-/// Whether `name` matches `pattern` (see [`NamePattern`]).
-pub fn matches(pattern: &str, name: &str) -> bool {
-    NamePattern::new(pattern).matches(name)
+/// `pattern` with its braces escaped: globset reads them as alternatives,
+/// fnmatch as themselves. Braces already escaped, or in a bracket
+/// expression (where globset reads them as themselves), stay.
+fn literal_braces(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                out.extend(chars.next());
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // A `]` first in the class (after any `!` or `^`) is a member.
+                if let Some(&n) = chars.peek().filter(|n| matches!(n, '!' | '^')) {
+                    out.push(n);
+                    chars.next();
+                }
+                if let Some(&n) = chars.peek().filter(|n| **n == ']') {
+                    out.push(n);
+                    chars.next();
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            '{' | '}' if !in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::NamePattern;
+
+    fn matches(pattern: &str, name: &str) -> bool {
+        NamePattern::new(pattern).matches(name)
+    }
 
     #[test]
     fn fnmatch_meaning() {
@@ -59,6 +96,8 @@ mod tests {
         assert!(matches("**", ""));
         assert!(matches("\\*", "*") && !matches("\\*", "x"));
         assert!(matches("{a,b}", "{a,b}") && !matches("{a,b}", "a"));
+        assert!(matches("a\\{b}", "a{b}") && matches("[{]x", "{x"));
+        assert!(!matches("[{]x", "\\x") && matches("[]{]*", "]z") && matches("[!]]", "x"));
         assert!(
             matches("*", ".hidden"),
             "the caller decides on hidden names"

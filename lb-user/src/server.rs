@@ -156,15 +156,15 @@ async fn serve_metrics(listener: TcpListener, snapshots: Snapshots) {
                 let snapshots = snapshots.clone();
                 async move { Ok::<_, Infallible>(metrics(req, &snapshots).await) }
             });
+            // The request must come within the limit; the answer waits
+            // for the agent's loop, however busy it is.
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(CLIENT_TIMEOUT)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(conn), service);
-            match timeout(CLIENT_TIMEOUT * 2, served).await {
-                Ok(Err(e)) => debug!("metrics request: {e}"),
-                Err(_) => debug!("metrics request: timed out"),
-                Ok(Ok(())) => {}
+            if let Err(e) = served.await {
+                debug!("metrics request: {e}");
             }
         },
     )

@@ -1,6 +1,7 @@
-//! The system calls the agent makes itself, beside aya's and tokio's: one
-//! leaf module, so the rest of the agent makes none directly. Also the
-//! address conversions between `std` and the maps' wire-order words.
+//! The system calls the agent makes itself, beside those of the crates it
+//! uses (aya, tokio, socket2, rtnetlink): one leaf module, so no other
+//! module makes a raw call or names libc. Also the address conversions
+//! between `std` and the maps' wire-order words.
 
 use std::{
     net::Ipv4Addr,
@@ -49,7 +50,7 @@ pub fn monotonic_ns() -> u64 {
 /// limit in force afterwards.
 pub fn raise_nofile_limit() -> u64 {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 1024;
+        return 0;
     };
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
         return hard;
@@ -57,16 +58,27 @@ pub fn raise_nofile_limit() -> u64 {
     soft
 }
 
-/// Sets the sysctl at `/proc/sys/<key>` (dots as slashes) to 1 unless it
-/// is already; logs `why` when it changes it.
+/// Sets the sysctl `key` to 1 unless it is already; logs `why` when it
+/// changes it. As for sysctl(8), a key with a `/` is a path under
+/// /proc/sys (an interface name may hold dots), else dots separate.
 pub fn sysctl_on(key: &str, why: &str) -> Result<()> {
-    let p = Path::new("/proc/sys").join(key.replace('.', "/"));
+    let p = sysctl_path(key);
     if std::fs::read_to_string(&p).is_ok_and(|s| s.trim() == "1") {
         return Ok(());
     }
-    std::fs::write(&p, "1").with_context(|| format!("enabling {key}"))?;
+    std::fs::write(&p, "1").with_context(|| format!("enabling {}", p.display()))?;
     info!("enabled {key}: {why}");
     Ok(())
+}
+
+/// The file of sysctl `key`, read as sysctl(8) does.
+fn sysctl_path(key: &str) -> std::path::PathBuf {
+    let rel = if key.contains('/') {
+        key.to_string()
+    } else {
+        key.replace('.', "/")
+    };
+    Path::new("/proc/sys").join(rel)
 }
 
 /// SIGHUP to process `pid`.
@@ -289,6 +301,16 @@ mod tests {
         let a = Ipv4Addr::new(10, 1, 2, 3);
         assert_eq!(be_addr(a).to_ne_bytes(), [10, 1, 2, 3]);
         assert_eq!(addr_of(be_addr(a)), a);
+    }
+
+    #[test]
+    fn sysctl_keys_read_as_sysctl_does() {
+        let p = |k| sysctl_path(k).display().to_string();
+        assert_eq!(p("net.ipv4.ip_forward"), "/proc/sys/net/ipv4/ip_forward");
+        assert_eq!(
+            p("net/ipv4/conf/eth0.100/accept_local"),
+            "/proc/sys/net/ipv4/conf/eth0.100/accept_local"
+        );
     }
 
     #[test]

@@ -143,13 +143,8 @@ fn setup() -> Lab {
         lb.add_addr(&dev, &format!("10.98.{n}.1/24")).unwrap();
         backends.push(ns);
     }
-    lb.exec(&[
-        "sysctl",
-        "-qw",
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.default.rp_filter=0",
-    ])
-    .unwrap();
+    lb.sysctl("net.ipv4.conf.all.rp_filter", "0").unwrap();
+    lb.sysctl("net.ipv4.conf.default.rp_filter", "0").unwrap();
     // Offloaded checksums would leave the LB partial sums it cannot fix.
     for ns in std::iter::once(&client).chain(&backends) {
         ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
@@ -830,7 +825,7 @@ fn main() {
         let _ = c.wait();
     }
     for ns in [&lab.client, &lab.lb].into_iter().chain(&lab.backends) {
-        let _ = Command::new("ip").args(["netns", "del", &ns.name]).output();
+        netlab::delete(&ns.name);
     }
     let _ = std::fs::remove_dir_all(&lab.dir);
     // Pins of an agent that did not stop cleanly.

@@ -12,7 +12,7 @@ use futures_util::TryStreamExt;
 use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
-        link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
+        link::{InfoData, InfoVeth, LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
         neighbour::{NeighbourAttribute, NeighbourState},
         route::RouteType,
     },
@@ -98,23 +98,22 @@ impl Netns {
         })
     }
 
-    /// Creates the veth pair `a` here and `b` in `peer`, both up.
+    /// Creates the veth pair `a` here and `b` in `peer` (made there, so the
+    /// two may share a name), both up.
     pub fn veth(&self, a: &str, peer: &Netns, b: &str) -> Result<()> {
         let peer_ns = std::fs::File::open(format!("/run/netns/{}", peer.name))
             .with_context(|| format!("netns {}", peer.name))?;
         let fd = std::os::fd::AsRawFd::as_raw_fd(&peer_ns);
         self.netlink(|h| async move {
+            let far = LinkUnspec::new_with_name(b).setns_by_fd(fd).build();
+            let pair = LinkVeth::new(a, b)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(far)))
+                .build();
             h.link()
-                .add(LinkVeth::new(a, b).build())
+                .add(pair)
                 .execute()
                 .await
-                .with_context(|| format!("adding veth {a}/{b}"))?;
-            let ib = index(&h, b).await?;
-            h.link()
-                .set(LinkUnspec::new_with_index(ib).setns_by_fd(fd).build())
-                .execute()
-                .await
-                .with_context(|| format!("moving {b} to {}", peer.name))?;
+                .with_context(|| format!("adding veth {a} here, {b} in {}", peer.name))?;
             Ok(())
         })?;
         drop(peer_ns);
@@ -171,6 +170,30 @@ impl Netns {
             }
             Ok(())
         })
+    }
+
+    /// Removes `cidr` (`A.B.C.D/N`) from `dev`, if it is there.
+    pub fn del_addr(&self, dev: &str, cidr_: &str) -> Result<()> {
+        let (a, n) = cidr(cidr_)?;
+        self.netlink(|h| async move {
+            let i = index(&h, dev).await?;
+            let mut s = h.address().get().set_link_index_filter(i).execute();
+            let mut found = Vec::new();
+            while let Some(m) = s.try_next().await? {
+                let ours = m.header.prefix_len == n
+                    && m.attributes
+                        .iter()
+                        .any(|x| matches!(x, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == a));
+                if ours {
+                    found.push(m);
+                }
+            }
+            for m in found {
+                h.address().del(m).execute().await?;
+            }
+            Ok(())
+        })
+        .with_context(|| format!("removing {cidr_} from {dev}"))
     }
 
     /// The IPv4 addresses on `dev`.

@@ -165,7 +165,9 @@ impl Netns {
     }
 
     /// Runs a program inside the namespace; its stdout, or an error
-    /// carrying its output.
+    /// carrying its output. Only the network namespace changes: unlike
+    /// `ip netns exec`, /sys is not remounted, so a program that reads
+    /// /sys/class/net sees the host's links.
     pub fn exec(&self, args: &[&str]) -> Result<String> {
         let mut cmd = Command::new(args[0]);
         cmd.args(&args[1..]);
@@ -193,10 +195,11 @@ impl Netns {
         })
     }
 
-    /// Sets the sysctl `key` (dotted, `net.ipv4.ip_forward`) in the
-    /// namespace.
+    /// Sets the sysctl `key` in the namespace. As for sysctl(8), a key with
+    /// a `/` is a path under /proc/sys (an interface name may hold dots),
+    /// else dots separate: `net.ipv4.ip_forward`.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        let path = crate::proc::sysctl_path(key);
         self.within(|| std::fs::write(&path, value))?
             .with_context(|| format!("{key}={value} in {}", self.name))
     }

@@ -67,13 +67,22 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-/// A sysctl of the host, e.g. `net.core.somaxconn`.
+/// Sets a sysctl of the host (see [`sysctl_path`]), e.g.
+/// `net.core.somaxconn`.
 pub fn sysctl_set(key: &str, value: &str) -> Result<()> {
-    std::fs::write(
-        std::path::Path::new("/proc/sys").join(key.replace('.', "/")),
-        value,
-    )?;
+    std::fs::write(sysctl_path(key), value)?;
     Ok(())
+}
+
+/// The file of sysctl `key`, read as sysctl(8) does: a key with a `/` is a
+/// path under /proc/sys, else dots separate its parts.
+pub fn sysctl_path(key: &str) -> std::path::PathBuf {
+    let rel = if key.contains('/') {
+        key.to_string()
+    } else {
+        key.replace('.', "/")
+    };
+    std::path::Path::new("/proc/sys").join(rel)
 }
 
 #[cfg(test)]

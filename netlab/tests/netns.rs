@@ -47,6 +47,22 @@ fn a_bridged_pair_with_addresses_routes_and_neighbours() {
 }
 
 #[test]
+fn a_pair_may_share_a_name_and_addresses_come_and_go() {
+    let a = Netns::create(&name("pa")).unwrap();
+    let b = Netns::create(&name("pb")).unwrap();
+    a.veth("eth0", &b, "eth0").unwrap();
+    a.add_addrs("eth0", &["10.94.0.1/24", "10.94.0.9/32"])
+        .unwrap();
+    a.del_addr("eth0", "10.94.0.9/32").unwrap();
+    assert_eq!(a.addrs("eth0").unwrap(), [Ipv4Addr::new(10, 94, 0, 1)]);
+    b.sysctl("net/ipv4/conf/eth0/accept_local", "1").unwrap();
+    let v = b
+        .exec(&["cat", "/proc/sys/net/ipv4/conf/eth0/accept_local"])
+        .unwrap();
+    assert_eq!(v.trim(), "1");
+}
+
+#[test]
 fn a_kept_namespace_stays_until_deleted() {
     let n = name("kept");
     let ns = Netns::create(&n).unwrap();

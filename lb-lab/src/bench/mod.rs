@@ -41,19 +41,23 @@ pub const FRAMES: u32 = 3_000_000;
 /// One measurement.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
+    /// Requests, connections or queries per second.
     pub rate: f64,
+    /// Median latency (dnsperf: the average).
     pub p50_ms: f64,
+    /// 99th percentile latency.
     pub p99_ms: f64,
     /// Whole-machine busy CPU ms per 1,000 requests.
     pub cpu_ms_per_1k: f64,
+    /// Failed requests: socket errors, non-2xx answers, lost queries.
     pub errors: u64,
 }
 
 /// A point in time for [`busy_ms_since`]: wall clock and the machine's
 /// idle, iowait and steal ticks.
 pub struct CpuMark {
-    pub at: std::time::Instant,
-    pub not_busy: u64,
+    at: std::time::Instant,
+    not_busy: u64,
 }
 
 /// Now, for [`busy_ms_since`].

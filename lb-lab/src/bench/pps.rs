@@ -94,8 +94,8 @@ pub fn attach_forward(lab: &Lab, hops: &[(std::net::Ipv4Addr, [u8; 6])]) -> Resu
 /// extra path as a one-armed LB, with no LB work: the lab's limit for any
 /// XDP balancer. Undone by [`Hop::drop`].
 pub struct Hop<'a> {
-    pub lab: &'a Lab,
-    pub _fwd: aya::Ebpf,
+    lab: &'a Lab,
+    _fwd: aya::Ebpf,
 }
 
 impl<'a> Hop<'a> {

@@ -147,14 +147,9 @@ impl Agent {
             }
         }
         if !ev.up && vs.on_down == OnDown::Reset {
-            let service = ServiceAddr {
-                vip: vs.vip,
-                port: vs.port,
-                proto: vs.protocol.number(),
-            };
             resets.push(Purge {
                 key: BackendKey {
-                    service,
+                    service: ServiceAddr::of(vs),
                     addr: server.addr,
                     port: server.port,
                     sorry: false,

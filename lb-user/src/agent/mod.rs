@@ -94,26 +94,25 @@ fn apply(dp: &mut Dataplane, d: &Diff<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Tunes the host for the data path on `interfaces`.
-fn tune_host(interfaces: &[String]) -> Result<()> {
-    // `bpf_fib_lookup` refuses to route without forwarding, and the kernel
-    // forwards the packets whose neighbour is unknown.
+/// The data path needs IPv4 forwarding: `bpf_fib_lookup` refuses to route
+/// otherwise, and the kernel forwards the packets whose neighbour is unknown.
+fn enable_forwarding() -> Result<()> {
     sys::sysctl_on(
         "net.ipv4.ip_forward",
         "the data path routes through the kernel's FIB",
-    )?;
-    for iface in interfaces {
-        // Packets the data path hands the kernel while a next hop has no
-        // neighbour entry already carry a VIP this node holds as their
-        // source, a martian unless `accept_local` is on; forwarding them
-        // is what resolves the neighbour (a new VRRP master has never
-        // heard from the clients).
-        sys::sysctl_on(
-            &format!("net.ipv4.conf.{iface}.accept_local"),
-            "first packets to a new neighbour go through the kernel",
-        )?;
-    }
-    Ok(())
+    )
+}
+
+/// Lets the kernel forward the packets the data path hands it when a next
+/// hop has no neighbour entry yet. Those already carry the rewritten
+/// source, a VIP this node holds, which the kernel drops as a martian
+/// unless `accept_local` is on; forwarding them is what resolves the
+/// neighbour (a new VRRP master has never heard from the clients).
+fn accept_local(iface: &str) -> Result<()> {
+    sys::sysctl_on(
+        &format!("net/ipv4/conf/{iface}/accept_local"),
+        "first packets to a new neighbour go through the kernel",
+    )
 }
 
 impl Agent {
@@ -129,6 +128,7 @@ impl Agent {
         // VRRP decides: an instance's services wait for it to be MASTER.
         runtime.masters.clear();
         let fresh = Plan::build(&config, &runtime, None);
+        enable_forwarding()?;
         let pin = Path::new(&config.global.pin_path);
         let mut dp = Dataplane::load_pinned(fresh.limits.clone(), fresh.config, pin)?;
         // Before anything is attached: a bad sync interface stops start-up
@@ -142,9 +142,9 @@ impl Agent {
         } else {
             fresh
         };
-        tune_host(&plan.interfaces)?;
         for iface in &plan.interfaces {
             let how = dp.attach(iface, config.global.xdp_mode)?;
+            accept_local(iface)?;
             dp.add_egress(sys::ifindex(iface)?)?;
             match how {
                 Attached::New(mode) => info!(interface = %iface, mode = ?mode, "XDP attached"),
@@ -256,11 +256,6 @@ impl Agent {
     /// The metrics listen address, if configured.
     pub fn metrics_addr(&self) -> Option<&str> {
         self.config.global.metrics.as_deref()
-    }
-
-    /// The current plan.
-    pub fn plan(&self) -> &Plan {
-        &self.plan
     }
 }
 
@@ -380,7 +375,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = int.recv() => break,
         }
     }
-    drop(servers);
+    // Clients waiting for a snapshot are told the agent stops.
+    drop((servers, asks));
     let _ = std::fs::remove_file(pid_file);
     let _ = std::fs::remove_file(socket);
     agent.stop(keep_dataplane).await

@@ -23,9 +23,10 @@ pub fn recover_ids(dp: &Dataplane, config: &Config) -> Result<Ids> {
             proto: key.proto,
         };
         ids.services.insert(service, svc.id);
-        let vs = config.virtual_servers.iter().find(|v| {
-            (v.vip, v.port, v.protocol.number()) == (service.vip, service.port, service.proto)
-        });
+        let vs = config
+            .virtual_servers
+            .iter()
+            .find(|v| ServiceAddr::of(v) == service);
         let mut seen = BTreeSet::new();
         for id in dp.live_table(svc.id)? {
             if id == lb_common::NO_BACKEND || !seen.insert(id) {
@@ -33,14 +34,7 @@ pub fn recover_ids(dp: &Dataplane, config: &Config) -> Result<Ids> {
             }
             let b = dp.backend(id)?;
             let (addr, port) = (addr_of(b.addr), u16::from_be(b.port));
-            let sorry = vs.is_some_and(|v| {
-                v.sorry_server
-                    .is_some_and(|s| (s.address, s.port) == (addr, port))
-                    && !v
-                        .real_servers
-                        .iter()
-                        .any(|r| (r.address, r.port) == (addr, port))
-            });
+            let sorry = vs.is_some_and(|v| v.is_sorry_only(addr, port));
             let key = BackendKey {
                 service,
                 addr,

@@ -18,7 +18,7 @@ use defaults::*;
 
 pub use include::{Loaded, Loader};
 pub use lines::LineIndex;
-pub use validate::{parse_cidr, status_ranges};
+pub use validate::{http_host_ok, http_path_ok, parse_cidr, status_ranges};
 
 /// A configuration that failed to load: one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,6 +337,19 @@ pub struct VirtualServer {
     #[serde(default)]
     pub on_down: OnDown,
     pub real_servers: Vec<RealServer>,
+}
+
+impl VirtualServer {
+    /// Whether `addr:port` is this service's sorry server and not also one
+    /// of its real servers.
+    pub fn is_sorry_only(&self, addr: Ipv4Addr, port: u16) -> bool {
+        self.sorry_server
+            .is_some_and(|s| (s.address, s.port) == (addr, port))
+            && !self
+                .real_servers
+                .iter()
+                .any(|r| (r.address, r.port) == (addr, port))
+    }
 }
 
 /// `on_down`.

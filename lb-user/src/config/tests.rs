@@ -258,6 +258,13 @@ fn checker_and_timer_values() {
         ["lb.yaml:23: virtual_servers[0].real_servers[0].http_get.status_code: Ranges(\"200-299,9000\") is not a code or a list of ranges like 200-299,301"]
     );
     assert_eq!(
+        errors(&with("        tcp_check:\n          connect_timeout: 3\n", "        http_get: {path: /a b, virtualhost: \"x y\"}\n")),
+        [
+            "lb.yaml:23: virtual_servers[0].real_servers[0].http_get.path: \"/a b\" is not a request path: no spaces or control characters",
+            "lb.yaml:23: virtual_servers[0].real_servers[0].http_get.virtualhost: \"x y\" is not a Host header: no spaces or control characters"
+        ]
+    );
+    assert_eq!(
         errors(&with(
             "    priority: 100\n",
             "    priority: 100\n    advert_int: 0.5\n"

@@ -476,6 +476,22 @@ fn real_servers(v: &VirtualServer, i: usize, p: &mut Problems) {
             let at = |f: &str| format!("virtual_servers[{i}].real_servers[{j}].{k}.{f}");
             if !h.path.starts_with('/') {
                 err(p, at("path"), format!("{:?} must start with /", h.path));
+            } else if !http_path_ok(&h.path) {
+                err(
+                    p,
+                    at("path"),
+                    format!(
+                        "{:?} is not a request path: no spaces or control characters",
+                        h.path
+                    ),
+                );
+            }
+            if let Some(v) = h.virtualhost.as_deref().filter(|v| !http_host_ok(v)) {
+                err(
+                    p,
+                    at("virtualhost"),
+                    format!("{v:?} is not a Host header: no spaces or control characters"),
+                );
             }
             if let Some(sc) = &h.status_code {
                 if status_ranges(sc).is_none() {
@@ -539,4 +555,16 @@ pub fn status_ranges(sc: &StatusCodes) -> Option<Vec<(u16, u16)>> {
             })
             .collect(),
     }
+}
+
+/// Whether `path` can be sent as an HTTP request's path (and query).
+pub fn http_path_ok(path: &str) -> bool {
+    path.starts_with('/') && path.parse::<http::uri::PathAndQuery>().is_ok()
+}
+
+/// Whether `host` can be sent as an HTTP `Host` header: a host name or
+/// address, and a port if any.
+pub fn http_host_ok(host: &str) -> bool {
+    host.parse::<http::uri::Authority>()
+        .is_ok_and(|a| a.as_str() == host && !host.contains('@'))
 }

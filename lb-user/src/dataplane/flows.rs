@@ -1,6 +1,6 @@
 //! The connection and NAT tables as the agent reads and writes them:
-//! lookups for tests and status, purges, and the flows a peer's connection
-//! sync reports, written in batches.
+//! lookups, purges, and the flows a peer's connection sync reports,
+//! written in batches.
 
 use std::{collections::HashMap as Pending, os::fd::AsFd};
 

@@ -138,8 +138,15 @@ fn check_pinned(dir: &Path, limits: &Limits) -> Result<()> {
     let mut fresh = Vec::new();
     for d in &DEFS {
         let path = dir.join(d.name);
-        let Ok(info) = MapInfo::from_pin(&path) else {
-            continue;
+        let info = match MapInfo::from_pin(&path) {
+            Ok(info) => info,
+            // The tables the connections live in and that the config sizes
+            // must be there; the others are made if missing.
+            Err(e) if !matches!(d.size, Size::Fixed) => {
+                return Err(e)
+                    .with_context(|| format!("reading pinned map {} in {}", d.name, dir.display()))
+            }
+            Err(_) => continue,
         };
         if d.name == REASONS && info.max_entries() != Reason::COUNT {
             // Counters start afresh at this version's size (the old
@@ -210,17 +217,23 @@ impl Maps {
         fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(m: Map, name: &str) -> Result<T> {
             T::try_from(m).with_context(|| format!("map {name}"))
         }
-        fn raw(m: Map, name: &str) -> Result<MapData> {
+        fn array(m: Map, name: &str) -> Result<MapData> {
             match m {
-                Map::Array(d) | Map::RingBuf(d) => Ok(d),
-                _ => bail!("map {name} is not of the type this agent expects"),
+                Map::Array(d) => Ok(d),
+                _ => bail!("map {name} is not an array"),
+            }
+        }
+        fn ring(m: Map, name: &str) -> Result<MapData> {
+            match m {
+                Map::RingBuf(d) => Ok(d),
+                _ => bail!("map {name} is not a ring buffer"),
             }
         }
         Ok(Maps {
             addrs: typed(take("ADDRS")?, "ADDRS")?,
             services: typed(take("SERVICES")?, "SERVICES")?,
             backends: typed(take("BACKENDS")?, "BACKENDS")?,
-            maglev: raw(take("MAGLEV")?, "MAGLEV")?,
+            maglev: array(take("MAGLEV")?, "MAGLEV")?,
             conns: typed(take("CONNS")?, "CONNS")?,
             nats: typed(take("NATS")?, "NATS")?,
             config: typed(take("CONFIG")?, "CONFIG")?,
@@ -228,7 +241,7 @@ impl Maps {
             reasons: typed(take("REASONS")?, "REASONS")?,
             service_stats: typed(take("SERVICE_STATS")?, "SERVICE_STATS")?,
             backend_stats: typed(take("BACKEND_STATS")?, "BACKEND_STATS")?,
-            sync: raw(take("SYNC")?, "SYNC")?,
+            sync: ring(take("SYNC")?, "SYNC")?,
             sync_lost: typed(take("SYNC_LOST")?, "SYNC_LOST")?,
         })
     }

@@ -28,6 +28,7 @@ pub fn sub(prefix: &str, rel: &str) -> String {
 }
 
 impl Ann {
+    /// Adds a comment line above `path`.
     pub fn above(&mut self, path: &str, text: impl Into<String>) {
         self.above
             .entry(path.to_string())
@@ -35,6 +36,7 @@ impl Ann {
             .push(text.into());
     }
 
+    /// Adds a comment at the end of `path`'s line.
     pub fn trail(&mut self, path: &str, text: impl Into<String>) {
         self.trail
             .entry(path.to_string())
@@ -42,6 +44,7 @@ impl Ann {
             .push(text.into());
     }
 
+    /// Writes `path` even when it holds the default.
     pub fn show(&mut self, path: &str) {
         self.shown.insert(path.to_string());
     }

@@ -10,8 +10,20 @@ use super::{
     tree::Node,
 };
 use crate::config::{
-    DnsCheck, HttpGet, MiscCheck, RealServer, StatusCodes, TcpCheck, VirtualServer,
+    http_host_ok, http_path_ok, DnsCheck, HttpGet, MiscCheck, RealServer, StatusCodes, TcpCheck,
+    VirtualServer,
 };
+
+/// A `virtualhost` that can be sent as a Host header.
+fn vhost(cx: &mut Cx, n: &Node) -> Option<String> {
+    let w = cx.value(n)?;
+    if http_host_ok(&w.text) {
+        Some(w.text.clone())
+    } else {
+        cx.bad(n, w, "not a Host header: no spaces or control characters");
+        None
+    }
+}
 
 /// Checker defaults set on a virtual or real server.
 #[derive(Debug, Default, Clone)]
@@ -51,7 +63,7 @@ pub(super) fn inherit(cx: &mut Cx, c: &Node, inh: &mut Inherit, from: &'static s
             }
         }
         "virtualhost" => {
-            if let Some(v) = cx.text(c) {
+            if let Some(v) = vhost(cx, c) {
                 inh.virtualhost = Some((v, from));
             }
         }
@@ -268,7 +280,7 @@ pub(super) fn checker(
             for o in rest {
                 match o.name() {
                     "virtualhost" => {
-                        if let Some(v) = cx.text(o) {
+                        if let Some(v) = vhost(cx, o) {
                             h.virtualhost = Some(v);
                             vhost_own = true;
                         }
@@ -407,6 +419,9 @@ pub(super) fn url(cx: &mut Cx, c: &Node, urls: &[&Node], h: &mut HttpGet, ann: &
                     // keepalived would send it as is: not a request line a
                     // server answers.
                     Some(w) if !w.text.starts_with('/') => cx.bad(o, w, "not a path that starts with /"),
+                    Some(w) if !http_path_ok(&w.text) => {
+                        cx.bad(o, w, "not a request path: no spaces or control characters")
+                    }
                     Some(w) => path = Some(w.text.clone()),
                     None => {}
                 },
@@ -429,7 +444,7 @@ pub(super) fn url(cx: &mut Cx, c: &Node, urls: &[&Node], h: &mut HttpGet, ann: &
                         }
                     }
                 }
-                "virtualhost" => vhost = cx.text(o).or(vhost),
+                "virtualhost" => vhost = self::vhost(cx, o).or(vhost),
                 "regex" | "regex_no_match" | "regex_options" | "regex_min_offset"
                 | "regex_max_offset" | "regex_stack" => cx.unsupported(
                     o,

@@ -4,9 +4,11 @@
 //!
 //! - [`lexer`]: keepalived's lexical rules, `include` files;
 //! - [`tree`]: statements and their blocks;
-//! - [`resolve`]: statements → [`Config`], comments ([`ann`]) and report
-//!   items ([`report`]), one section per module: [`global`], [`scripts`],
-//!   [`vrrp`], [`lvs`] and [`checker`];
+//! - `global`, `scripts`, `vrrp`, `lvs`, `checker`: one translator per
+//!   section, writing report items (`report`) and comments ([`ann`]);
+//! - [`resolve`]: the sections in order and resolved against each other
+//!   (global defaults, the instance holding a VIP, tracked scripts) into a
+//!   [`Config`];
 //! - [`emit`]: the YAML text, written by hand so it can carry comments.
 
 pub mod ann;

@@ -12,7 +12,9 @@ use std::{
 
 use lb_common::{ADDR_SNAT, ADDR_VIP, SVC_ENABLED, SVC_SRC_HASH};
 
-pub use spec::{default_config, secs, BackendKey, BackendSpec, Limits, ServiceAddr, ServiceSpec};
+pub use spec::{
+    default_config, proto_name, secs, BackendKey, BackendSpec, Limits, ServiceAddr, ServiceSpec,
+};
 
 use crate::config::{Config, LbAlgo, RealServer, ServerKey, VirtualServer};
 
@@ -113,13 +115,17 @@ impl Plan {
         let empty = Ids::default();
         let prev = prev.unwrap_or(&empty);
         let g = &c.global;
-        let skeys: Vec<ServiceAddr> = c.virtual_servers.iter().map(|v| service_addr(v)).collect();
+        let skeys: Vec<ServiceAddr> = c
+            .virtual_servers
+            .iter()
+            .map(|v| ServiceAddr::of(v))
+            .collect();
         let service_ids = assign(&skeys, &prev.services);
         let bkeys: Vec<BackendKey> = c
             .virtual_servers
             .iter()
             .flat_map(|v| {
-                let service = service_addr(v);
+                let service = ServiceAddr::of(v);
                 let key = move |addr, port, sorry| BackendKey {
                     service,
                     addr,
@@ -229,7 +235,7 @@ fn plan_service(
     service_ids: &BTreeMap<ServiceAddr, u32>,
     backend_ids: &BTreeMap<BackendKey, u32>,
 ) -> PlannedService {
-    let sk = service_addr(v);
+    let sk = ServiceAddr::of(v);
     let id_of = |addr, port, sorry| {
         backend_ids[&BackendKey {
             service: sk,
@@ -316,14 +322,6 @@ fn plan_service(
     }
 }
 
-fn service_addr(v: &VirtualServer) -> ServiceAddr {
-    ServiceAddr {
-        vip: v.vip,
-        port: v.port,
-        proto: v.protocol.number(),
-    }
-}
-
 /// What changes from one plan to the next.
 #[derive(Debug, Default, PartialEq)]
 pub struct Diff<'a> {
@@ -365,7 +363,7 @@ impl Plan {
             if !self
                 .services
                 .iter()
-                .any(|n| n.spec.id == *id && n.spec.key() == s.key())
+                .any(|n| n.spec.id == *id && n.spec.addr() == s.addr())
             {
                 d.remove.push((*s).clone());
             }
@@ -403,11 +401,6 @@ impl fmt::Display for Plan {
         }
         for s in &self.services {
             let p = &s.spec;
-            let proto = if p.proto == lb_common::PROTO_TCP {
-                "tcp"
-            } else {
-                "udp"
-            };
             let algo = if p.flags & SVC_SRC_HASH != 0 {
                 "sh"
             } else {
@@ -421,11 +414,10 @@ impl fmt::Display for Plan {
             let snat: Vec<String> = p.snat_addrs.iter().map(|a| a.to_string()).collect();
             writeln!(
                 f,
-                "service {} {:?}: {}:{}/{proto} {algo}, {state}, SNAT {} ports {}-{}",
+                "service {} {:?}: {} {algo}, {state}, SNAT {} ports {}-{}",
                 p.id,
                 s.name,
-                p.vip,
-                p.port,
+                p.addr(),
                 snat.join(","),
                 p.snat_ports.0,
                 p.snat_ports.1

@@ -5,7 +5,7 @@ use std::{fmt, net::Ipv4Addr};
 
 use lb_common::{Service, ServiceKey, MAX_SNAT_ADDRS};
 
-use crate::{maglev, sys::be_addr};
+use crate::{config::VirtualServer, maglev, sys::be_addr};
 
 /// Sizes fixed when the program is loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,31 +55,51 @@ pub fn default_config(hash_seed: u32, maglev_size: u32) -> lb_common::Config {
 /// it is, and its weight in the Maglev table.
 pub type BackendSpec = maglev::Member;
 
+/// `tcp` or `udp`, for an IP protocol number.
+pub fn proto_name(proto: u8) -> &'static str {
+    if proto == lb_common::PROTO_TCP {
+        "tcp"
+    } else {
+        "udp"
+    }
+}
+
 /// A virtual server's identity across reloads: VIP, port and protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceAddr {
+    /// The virtual address.
     pub vip: Ipv4Addr,
+    /// The service's port.
     pub port: u16,
     /// `PROTO_TCP` or `PROTO_UDP`.
     pub proto: u8,
 }
 
+impl ServiceAddr {
+    /// The identity of virtual server `v`.
+    pub fn of(v: &VirtualServer) -> ServiceAddr {
+        ServiceAddr {
+            vip: v.vip,
+            port: v.port,
+            proto: v.protocol.number(),
+        }
+    }
+}
+
 impl fmt::Display for ServiceAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = if self.proto == lb_common::PROTO_TCP {
-            "tcp"
-        } else {
-            "udp"
-        };
-        write!(f, "{}:{}/{proto}", self.vip, self.port)
+        write!(f, "{}:{}/{}", self.vip, self.port, proto_name(self.proto))
     }
 }
 
 /// A backend's identity across reloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackendKey {
+    /// The service it belongs to.
     pub service: ServiceAddr,
+    /// The backend's address.
     pub addr: Ipv4Addr,
+    /// The backend's port.
     pub port: u16,
     /// The service's sorry server (which may also be a real server of it).
     pub sorry: bool,

@@ -16,7 +16,7 @@ pub use crate::sync::SyncStatus;
 use crate::{
     config::{Config, ServerKey, VirtualServer},
     dataplane::Dataplane,
-    plan::{BackendSpec, Plan},
+    plan::{proto_name, BackendSpec, Plan},
 };
 
 /// The whole snapshot.
@@ -121,12 +121,7 @@ impl Status {
                 name: ps.name.clone(),
                 vip: spec.vip,
                 port: spec.port,
-                protocol: if spec.proto == lb_common::PROTO_TCP {
-                    "tcp"
-                } else {
-                    "udp"
-                }
-                .into(),
+                protocol: proto_name(spec.proto).into(),
                 serving: spec.flags & lb_common::SVC_ENABLED != 0,
                 healthy: ps.healthy,
                 quorum: vs.map_or(1, |v| v.quorum),
@@ -253,11 +248,7 @@ fn backend(
     b: &BackendSpec,
 ) -> Result<BackendStatus> {
     let at = |r: &crate::config::RealServer| (r.address, r.port) == (b.addr, b.port);
-    let sorry = vs.is_some_and(|v| {
-        v.sorry_server
-            .is_some_and(|s| (s.address, s.port) == (b.addr, b.port))
-            && !v.real_servers.iter().any(at)
-    });
+    let sorry = vs.is_some_and(|v| v.is_sorry_only(b.addr, b.port));
     let key = ServerKey {
         service: name.to_string(),
         addr: b.addr,

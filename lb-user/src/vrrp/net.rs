@@ -76,6 +76,7 @@ impl VrrpSocket {
 pub struct ArpSender(crate::sys::PacketSender);
 
 impl ArpSender {
+    /// Opens the packet socket (needs CAP_NET_RAW).
     pub fn open() -> Result<ArpSender> {
         let s = crate::sys::PacketSender::open().context("packet socket for gratuitous ARP")?;
         Ok(ArpSender(s))

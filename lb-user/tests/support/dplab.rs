@@ -65,8 +65,7 @@ pub fn setup() -> Lab {
     lb.veth("b0", &peer, "b0p").unwrap();
     lb.add_addr("c0", "10.99.0.1/24").unwrap();
     lb.add_addr("b0", "10.99.1.1/24").unwrap();
-    lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        .unwrap();
+    lb.sysctl("net.ipv4.ip_forward", "1").unwrap();
     let neigh = |ip: Ipv4Addr, mac: [u8; 6], dev: &str| lb.neigh_replace(ip, mac, dev).unwrap();
     neigh(CLIENT, CLIENT_MAC, "c0");
     neigh(SAME_LINK.0, SAME_LINK.1, "c0");
@@ -217,9 +216,7 @@ pub fn init() -> &'static Lab {
 pub fn teardown() {
     if let Some(lab) = LAB.get() {
         for ns in [&lab.lb.name, &lab.peer.name] {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", ns])
-                .output();
+            netlab::delete(ns);
         }
     }
 }

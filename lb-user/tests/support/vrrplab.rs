@@ -338,7 +338,7 @@ impl Lab {
             .iter()
             .chain([&self.client, &self.backend, &self.sw])
         {
-            let _ = Command::new("ip").args(["netns", "del", &ns.name]).output();
+            netlab::delete(&ns.name);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
