@@ -76,24 +76,20 @@ impl Netns {
 
     /// Sets `dev` up.
     pub fn link_up(&self, dev: &str) -> Result<()> {
-        self.netlink(|h| async move {
-            let i = index(&h, dev).await?;
-            h.link()
-                .set(LinkUnspec::new_with_index(i).up().build())
-                .execute()
-                .await?;
-            Ok(())
-        })
+        self.set_link(dev, true)
     }
 
     /// Sets `dev` down.
     pub fn link_down(&self, dev: &str) -> Result<()> {
+        self.set_link(dev, false)
+    }
+
+    fn set_link(&self, dev: &str, up: bool) -> Result<()> {
         self.netlink(|h| async move {
             let i = index(&h, dev).await?;
-            h.link()
-                .set(LinkUnspec::new_with_index(i).down().build())
-                .execute()
-                .await?;
+            let m = LinkUnspec::new_with_index(i);
+            let m = if up { m.up() } else { m.down() };
+            h.link().set(m.build()).execute().await?;
             Ok(())
         })
     }
