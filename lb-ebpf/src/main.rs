@@ -32,7 +32,6 @@ use lb_common::{
 use crate::{
     conntrack::{expired, stale},
     maps::{ADDRS, CONFIG, CONNS, NATS, SERVICES},
-    nat::AllocError,
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats::{count, traffic},
 };
@@ -218,11 +217,7 @@ fn new_flow(f: &Flow, key: &FlowKey, dead: Option<&mut Conn>) -> Result<u32, Rea
         nat::release(conn, key);
     }
     let midflow = f.p.proto == PROTO_TCP && flags & TCP_SYN == 0;
-    let conn = match nat::setup(cfg, svc, key, hash, backend_id, &be, now, midflow) {
-        Ok(c) => c,
-        Err(AllocError::Exhausted) => return Err(Reason::DropSnatExhausted),
-        Err(AllocError::TableFull) => return Err(Reason::DropConnTableFull),
-    };
+    let conn = nat::setup(cfg, svc, key, hash, backend_id, &be, now, midflow)?;
     traffic(svc.id, backend_id, f.bytes, true);
     let to = fullnat::to_backend(&conn);
     Ok(fullnat::send(f.ctx, &f.p, to, cfg, now))

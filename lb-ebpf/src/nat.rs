@@ -2,7 +2,7 @@
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Service, CFG_SYNC, CFG_SYNC_ALL,
+    snat_candidate, Backend, Config, Conn, FlowKey, Nat, Reason, Service, CFG_SYNC, CFG_SYNC_ALL,
     CT_SYNCED, MAX_SNAT_ADDRS, SNAT_TRIES,
 };
 
@@ -14,12 +14,6 @@ use crate::{
 
 /// `-EEXIST` from a `BPF_NOEXIST` insert: the key is taken.
 const EEXIST: i32 = -17;
-
-/// Why a new flow could not be set up.
-pub enum AllocError {
-    Exhausted,
-    TableFull,
-}
 
 /// Revives the dead entry `conn` of flow `key` in place when the flow goes to
 /// the same backend and its NAT entry still belongs to it. Returns whether it did.
@@ -95,7 +89,7 @@ pub fn setup(
     be: &Backend,
     now: u64,
     midflow: bool,
-) -> Result<Conn, AllocError> {
+) -> Result<Conn, Reason> {
     let mut nat = Nat::new(key, backend_id, svc.id, 0, now);
     let mut rkey = FlowKey::new(be.addr, 0, be.port, 0, key.proto);
     let mut claimed = false;
@@ -122,7 +116,7 @@ pub fn setup(
             }
             Err(EEXIST) => {}
             // No room for a new entry: the table, not the pool, is full.
-            Err(_) => return Err(AllocError::TableFull),
+            Err(_) => return Err(Reason::DropConnTableFull),
         }
         // Taken: reclaim it only if its flow is dead or is this very flow.
         if let Some(old) = NATS.get_ptr(&rkey) {
@@ -146,7 +140,7 @@ pub fn setup(
         }
     }
     if !claimed {
-        return Err(AllocError::Exhausted);
+        return Err(Reason::DropSnatExhausted);
     }
     let conn = Conn {
         backend_addr: be.addr,
@@ -160,7 +154,7 @@ pub fn setup(
     };
     if CONNS.insert(key, &conn, BPF_ANY as u64).is_err() {
         let _ = NATS.remove(&rkey);
-        return Err(AllocError::TableFull);
+        return Err(Reason::DropConnTableFull);
     }
     sync::report(cfg, key, &conn, 0);
     Ok(conn)

@@ -28,6 +28,9 @@ enum Size {
     Maglev,
     /// The connection table's size.
     Conns,
+    /// One per [`Reason`]: fixed by the version, not by the config. A pinned
+    /// one of another size (another version's) starts afresh.
+    Reasons,
 }
 
 /// One map of the object.
@@ -79,7 +82,7 @@ const DEFS: [Def; 14] = {
             size: Size::Fixed,
             layout: None,
         },
-        def("REASONS", Size::Fixed, 4, 8),
+        def("REASONS", Size::Reasons, 4, 8),
         def("SERVICE_STATS", Size::Services, 4, size_of::<Traffic>()),
         def("BACKEND_STATS", Size::Backends, 4, size_of::<Traffic>()),
         Def {
@@ -91,10 +94,6 @@ const DEFS: [Def; 14] = {
     ]
 };
 
-/// The counters indexed by [`Reason`]: another version may count more or
-/// fewer reasons.
-const REASONS: &str = "REASONS";
-
 impl Size {
     fn entries(self, l: &Limits) -> Result<Option<u32>> {
         Ok(match self {
@@ -102,6 +101,7 @@ impl Size {
             Size::Services => Some(l.max_services),
             Size::Backends => Some(l.max_backends),
             Size::Conns => Some(l.conn_max),
+            Size::Reasons => Some(Reason::COUNT),
             Size::Maglev => Some(
                 l.max_services
                     .checked_mul(2 * l.maglev_size)
@@ -142,19 +142,19 @@ fn check_pinned(dir: &Path, limits: &Limits) -> Result<()> {
             Ok(info) => info,
             // The tables the connections live in and that the config sizes
             // must be there; the others are made if missing.
-            Err(e) if !matches!(d.size, Size::Fixed) => {
+            Err(e) if !matches!(d.size, Size::Fixed | Size::Reasons) => {
                 return Err(e)
                     .with_context(|| format!("reading pinned map {} in {}", d.name, dir.display()))
             }
             Err(_) => continue,
         };
-        if d.name == REASONS && info.max_entries() != Reason::COUNT {
-            // Counters start afresh at this version's size (the old
-            // program keeps its own until it is replaced).
-            fresh.push(path);
-            continue;
-        }
         if let Some(n) = d.size.entries(limits)? {
+            if matches!(d.size, Size::Reasons) && info.max_entries() != n {
+                // Counters start afresh at this version's size (the old
+                // program keeps its own until it is replaced).
+                fresh.push(path);
+                continue;
+            }
             if info.max_entries() != n {
                 bail!(
                     "pinned map {} in {} has {} entries, the config needs {n}: \

@@ -233,12 +233,7 @@ pub(super) fn checker(
         cx.unsupported(c, "this checker is not supported; ignored");
         return None;
     };
-    if !c.args.is_empty() {
-        cx.dropped(
-            c.args[0].pos,
-            format!("{kind}: extra words ignored: {}", shorten(&c.args_text())),
-        );
-    }
+    cx.extra_words(c, 0);
     let mut m = Common::default();
     let mut ann = Ann::default();
     let mut urls: Vec<&Node> = vec![];

@@ -8,7 +8,7 @@ use super::{
     ann::Ann,
     checker::{checker, checker_key, inherit, Inherit},
     lexer::Pos,
-    report::{shorten, show, Cx, EMAIL},
+    report::{show, Cx, EMAIL},
     tree::{join, Node},
     Item, Kind,
 };
@@ -55,15 +55,7 @@ pub(super) fn virtual_server(cx: &mut Cx, n: &Node) -> Option<KServer> {
     };
     let vip = cx.addr(n, a)?;
     let port = cx.port(n, p)?;
-    if n.args.len() > 2 {
-        cx.dropped(
-            n.args[2].pos,
-            format!(
-                "virtual_server: extra words ignored: {}",
-                shorten(&join(&n.args[2..]))
-            ),
-        );
-    }
+    cx.extra_words(n, 2);
     let mut k = KServer {
         pos: n.pos(),
         vs: VirtualServer::default(),
@@ -273,15 +265,7 @@ pub(super) fn real_server(
             vs.port
         }
     };
-    if n.args.len() > 2 {
-        cx.dropped(
-            n.args[2].pos,
-            format!(
-                "real_server: extra words ignored: {}",
-                shorten(&join(&n.args[2..]))
-            ),
-        );
-    }
+    cx.extra_words(n, 2);
     let mut r = RealServer {
         address,
         port,

@@ -103,15 +103,7 @@ impl Cx<'_> {
             );
             return None;
         }
-        if n.args.len() > max {
-            self.dropped(
-                n.args[max].pos,
-                format!(
-                    "{}: extra words ignored: {}",
-                    n.name(),
-                    shorten(&join(&n.args[max..]))
-                ),
-            );
+        if self.extra_words(n, max) {
             return Some(&n.args[..max]);
         }
         Some(&n.args)
@@ -205,19 +197,27 @@ impl Cx<'_> {
         }
     }
 
+    /// Reports the arguments of `n` past the first `keep`, if any; returns
+    /// whether there were.
+    pub(super) fn extra_words(&mut self, n: &Node, keep: usize) -> bool {
+        let Some(first) = n.args.get(keep) else {
+            return false;
+        };
+        self.dropped(
+            first.pos,
+            format!(
+                "{}: extra words ignored: {}",
+                n.name(),
+                shorten(&join(&n.args[keep..]))
+            ),
+        );
+        true
+    }
+
     /// The children of a statement that takes a block (and no arguments
     /// beyond `args`).
     pub(super) fn block<'n>(&mut self, n: &'n Node, args: usize) -> &'n [Node] {
-        if n.args.len() > args {
-            self.dropped(
-                n.args[args].pos,
-                format!(
-                    "{}: extra words ignored: {}",
-                    n.name(),
-                    shorten(&join(&n.args[args..]))
-                ),
-            );
-        }
+        self.extra_words(n, args);
         if n.block.is_none() {
             self.dropped(n.pos(), format!("{}: a block {{ … }} is missing", n.name()));
         }
