@@ -9,6 +9,8 @@
 pub mod csum;
 pub mod hash;
 
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
@@ -36,6 +38,11 @@ pub const CT_FIN: u32 = 1;
 /// Connection-entry flag: the flow was reported on `SYNC`, so its close is
 /// reported too.
 pub const CT_SYNCED: u32 = 2;
+/// Connection-entry flag: a TCP flow opened by a SYN whose client has not
+/// yet acknowledged the handshake. It lives `tcp_syn_timeout_ns`, is not
+/// reported for sync, and a new SYN may take its SNAT port when the pool
+/// runs short.
+pub const CT_HALF: u32 = 4;
 
 /// `Config::flags` bit: report on `SYNC` the flows that did not get their
 /// first SNAT candidate, so the agent can hand them to its VRRP peer.
@@ -256,6 +263,8 @@ pub struct Config {
     /// refreshes cross a multiple of this (UDP: a third of its timeout), so
     /// the peer's copy never times out while the flow lives. 0 never.
     pub sync_refresh_ns: u64,
+    /// Idle timeout of a half-open TCP flow (`CT_HALF`).
+    pub tcp_syn_timeout_ns: u64,
 }
 
 /// A record of the `SYNC` ring: a synced flow that started or lives on, or
@@ -316,7 +325,8 @@ impl core::ops::AddAssign for Traffic {
 pub enum Reason {
     /// Not IPv4, or not addressed to a VIP or SNAT address: passed untouched.
     PassNotOurs = 0,
-    /// For a VIP, but not TCP or UDP (ICMP to the VIP, say): passed.
+    /// For a VIP or SNAT address, but not TCP, UDP or an ICMP error (an
+    /// echo request to the VIP, say): passed.
     PassOtherProto,
     /// For a VIP address, but no service on that port and protocol: passed.
     PassNoService,
@@ -352,11 +362,21 @@ pub enum Reason {
     /// The `CONFIG` entry could not be read (never expected: the array's
     /// one entry always exists): passed.
     PassNoConfig,
+    /// A TCP segment other than a SYN for no known flow, outside a
+    /// takeover: dropped, so spoofed segments create no state and the
+    /// kernel reflects nothing at their forged sources.
+    DropNotSyn,
+    /// Counted beside the packet's own reason: a new SYN found its SNAT
+    /// pool short and took the port of the oldest half-open flow it probed.
+    EvictHalfOpen,
+    /// An ICMP error to a VIP or SNAT address that quotes no live flow (or
+    /// a quote that is not plain IPv4 with TCP or UDP): passed.
+    PassIcmpNoFlow,
 }
 
 impl Reason {
     /// Number of reasons: the size of the `REASONS` array.
-    pub const COUNT: u32 = Reason::PassNoConfig as u32 + 1;
+    pub const COUNT: u32 = Reason::PassIcmpNoFlow as u32 + 1;
     /// All reasons in index order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
         Reason::PassNotOurs,
@@ -377,6 +397,9 @@ impl Reason {
         Reason::TxForward,
         Reason::RedirectForward,
         Reason::PassNoConfig,
+        Reason::DropNotSyn,
+        Reason::EvictHalfOpen,
+        Reason::PassIcmpNoFlow,
     ];
 
     /// A stable snake_case name, for status output and metrics labels.
@@ -400,6 +423,9 @@ impl Reason {
             Reason::TxForward => "tx_forward",
             Reason::RedirectForward => "redirect_forward",
             Reason::PassNoConfig => "pass_no_config",
+            Reason::DropNotSyn => "drop_not_syn",
+            Reason::EvictHalfOpen => "evict_half_open",
+            Reason::PassIcmpNoFlow => "pass_icmp_no_flow",
         }
     }
 
@@ -416,6 +442,7 @@ impl Reason {
                 | Reason::DropSnatExhausted
                 | Reason::DropConnTableFull
                 | Reason::DropRstNoConn
+                | Reason::DropNotSyn
         )
     }
 }
@@ -491,7 +518,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Conn>(), 32);
         assert_eq!(size_of::<Nat>(), 32);
-        assert_eq!(size_of::<Config>(), 56);
+        assert_eq!(size_of::<Config>(), 64);
         assert_eq!(size_of::<SyncEntry>(), 48);
         assert_eq!(size_of::<NextHopKey>(), 8);
         assert_eq!(size_of::<NextHop>(), 32);

@@ -14,7 +14,7 @@ use lb_common::{Config, NextHop, NextHopKey, Reason};
 
 use crate::{
     maps::{DEVMAP, NEXTHOPS},
-    parse::Packet,
+    parse::{Eth, Ipv4},
     stats::count,
 };
 
@@ -32,22 +32,28 @@ fn zero(p: *mut bpf_fib_lookup) {
     }
 }
 
-/// Routes the already rewritten packet `p`, whose ports are now `ports`:
-/// sets the MACs of the next hop and returns the XDP action. An unresolved
-/// neighbour goes to the kernel, which forwards the packet and resolves it
-/// for the next one.
+/// Routes the already rewritten packet with headers `eth` and `ip`, of
+/// protocol `proto` and now with `ports`: sets the MACs of the next hop and
+/// returns the XDP action. An unresolved neighbour goes to the kernel,
+/// which forwards the packet and resolves it for the next one.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, p: &Packet, ports: [u16; 2], cfg: &Config, now: u64) -> u32 {
+pub fn forward(
+    ctx: &XdpContext,
+    (eth, ip, proto): (Eth, Ipv4, u8),
+    ports: [u16; 2],
+    cfg: &Config,
+    now: u64,
+) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let key = NextHopKey {
-        dst_addr: p.ip.dst(),
+        dst_addr: ip.dst(),
         ingress,
     };
-    let tot_len = p.ip.tot_len();
+    let tot_len = ip.tot_len();
     if cfg.nexthop_ttl_ns != 0 {
         if let Some(nh) = unsafe { NEXTHOPS.get(&key) } {
             if now < nh.expires && tot_len <= nh.mtu {
-                p.eth.set_macs(nh.smac, nh.dmac);
+                eth.set_macs(nh.smac, nh.dmac);
                 return transmit(nh.ifindex, ingress);
             }
         }
@@ -58,14 +64,14 @@ pub fn forward(ctx: &XdpContext, p: &Packet, ports: [u16; 2], cfg: &Config, now:
     zero(f);
     let f = unsafe { &mut *f };
     f.family = AF_INET;
-    f.l4_protocol = p.proto;
+    f.l4_protocol = proto;
     f.sport = ports[0];
     f.dport = ports[1];
     f.__bindgen_anon_1.tot_len = tot_len;
     f.ifindex = ingress;
-    f.__bindgen_anon_2.tos = p.ip.tos();
-    f.__bindgen_anon_3.ipv4_src = p.ip.src();
-    f.__bindgen_anon_4.ipv4_dst = p.ip.dst();
+    f.__bindgen_anon_2.tos = ip.tos();
+    f.__bindgen_anon_3.ipv4_src = ip.src();
+    f.__bindgen_anon_4.ipv4_dst = ip.dst();
     let rc = unsafe {
         fib_lookup(
             ctx.as_ptr(),
@@ -75,7 +81,7 @@ pub fn forward(ctx: &XdpContext, p: &Packet, ports: [u16; 2], cfg: &Config, now:
         )
     };
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        p.eth.set_macs(f.smac, f.dmac);
+        eth.set_macs(f.smac, f.dmac);
         if cfg.nexthop_ttl_ns != 0 {
             // On success the kernel reports the egress MTU here.
             let mtu = unsafe { f.__bindgen_anon_1.mtu_result };

@@ -3,12 +3,12 @@
 //! from the VIP to the client, each routed to its next hop.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{Config, Conn, Nat};
+use lb_common::{Config, Conn, Nat, PROTO_ICMP};
 
 use crate::{
-    csum::{rewrite, Endpoints},
+    csum::{rewrite, rewrite_error, Endpoints},
     fib,
-    parse::Packet,
+    parse::{IcmpError, Packet},
 };
 
 /// A client's packet to the backend of `conn`, from its SNAT ip:port.
@@ -37,5 +37,19 @@ pub fn to_client(nat: &Nat) -> Endpoints {
 #[inline(always)]
 pub fn send(ctx: &XdpContext, p: &Packet, to: Endpoints, cfg: &Config, now: u64) -> u32 {
     rewrite(p, to);
-    fib::forward(ctx, p, [to.src_port, to.dst_port], cfg, now)
+    fib::forward(
+        ctx,
+        (p.eth, p.ip, p.proto),
+        [to.src_port, to.dst_port],
+        cfg,
+        now,
+    )
+}
+
+/// Rewrites an ICMP error about a flow whose packets in the error's
+/// direction go to `to`, and sends it to its next hop.
+#[inline(always)]
+pub fn send_error(ctx: &XdpContext, e: &IcmpError, to: Endpoints, cfg: &Config, now: u64) -> u32 {
+    rewrite_error(e, to);
+    fib::forward(ctx, (e.eth, e.ip, PROTO_ICMP), [0, 0], cfg, now)
 }

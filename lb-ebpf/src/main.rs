@@ -2,7 +2,8 @@
 //!
 //! Per packet: one lookup decides whether the destination is ours at all;
 //! everything else passes untouched. Packets to a VIP hit the connection table
-//! or pick a backend by Maglev; replies to an SNAT address hit the NAT table.
+//! or pick a backend by Maglev; replies to an SNAT address hit the NAT table;
+//! ICMP errors about either go to the flow's other end.
 //! Each step returns the XDP action, or the [`Reason`] the packet is passed
 //! or dropped for.
 #![no_std]
@@ -14,6 +15,7 @@ mod conntrack;
 mod csum;
 mod fib;
 mod fullnat;
+mod icmp;
 mod maglev;
 mod maps;
 mod nat;
@@ -25,8 +27,8 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
 use lb_common::{
-    hash::flow_hash, Config, Conn, FlowKey, Nat, Reason, ServiceKey, ADDR_SNAT, ADDR_VIP, CT_FIN,
-    PROTO_TCP, SVC_ENABLED,
+    hash::flow_hash, Config, Conn, FlowKey, Nat, Reason, Service, ServiceKey, ADDR_SNAT, ADDR_VIP,
+    CT_FIN, CT_HALF, PROTO_TCP, SVC_ENABLED,
 };
 
 use crate::{
@@ -72,7 +74,14 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     let frame = parse::frame(ctx)?;
     let kind = *unsafe { ADDRS.get(&frame.ip.dst()) }.ok_or(Reason::PassNotOurs)?;
     // From here on the packet is addressed to us: apply the policies.
-    let p = frame.transport(ctx)?;
+    let p = match frame.transport(ctx) {
+        Ok(p) => p,
+        Err(Reason::PassOtherProto) => {
+            let cfg = CONFIG.get(0).ok_or(Reason::PassNoConfig)?;
+            return icmp::process(ctx, frame, kind, cfg, unsafe { bpf_ktime_get_ns() });
+        }
+        Err(r) => return Err(r),
+    };
     let cfg = CONFIG.get(0).ok_or(Reason::PassNoConfig)?;
     let key = p.key();
     let f = Flow {
@@ -127,6 +136,12 @@ fn established(f: &Flow, key: &FlowKey, conn: &mut Conn) -> u32 {
         // Its port may have been taken over (see nat::setup).
         nat::release(conn, key);
         let _ = CONNS.remove(key);
+    } else if conn.flags & CT_HALF != 0 && flags & (TCP_SYN | TCP_ACK) == TCP_ACK {
+        handshake_done(cfg, key, conn, now);
+        if flags & TCP_FIN != 0 {
+            sync::report(cfg, key, conn, CT_FIN);
+            conn.flags |= CT_FIN;
+        }
     } else if flags & TCP_FIN != 0 && conn.flags & CT_FIN == 0 {
         sync::report(cfg, key, conn, CT_FIN);
         conn.flags |= CT_FIN;
@@ -140,6 +155,33 @@ fn established(f: &Flow, key: &FlowKey, conn: &mut Conn) -> u32 {
     }
     traffic(service_id, backend_id, f.bytes, false);
     fullnat::send(f.ctx, &f.p, to, cfg, now)
+}
+
+/// The client acknowledged the handshake of the half-open flow `conn`: both
+/// its entries now live the full timeout, and the sync hears of it.
+#[inline(always)]
+fn handshake_done(cfg: &Config, key: &FlowKey, conn: &mut Conn, now: u64) {
+    conn.flags &= !CT_HALF;
+    conn.last_seen = now;
+    if let Some(n) = NATS.get_ptr_mut(&conn.reverse_key(key.proto)) {
+        let nat = unsafe { &mut *n };
+        if nat.restores(key) {
+            nat.flags &= !CT_HALF;
+            nat.last_seen = now;
+        }
+    }
+    sync::report(cfg, key, conn, 0);
+}
+
+/// Whether a TCP segment with `flags` may open a flow of `svc`: a SYN, or
+/// any segment while this node has held the service for less than an idle
+/// timeout since taking it over (a flow its peer carried, which the sync
+/// may not have told it of: Maglev and the flow hash derive its backend and
+/// port).
+#[inline(always)]
+fn opens(cfg: &Config, svc: &Service, flags: u8, now: u64) -> bool {
+    flags & (TCP_SYN | TCP_ACK | TCP_FIN) == TCP_SYN
+        || (svc.since_ns != 0 && now.wrapping_sub(svc.since_ns) <= cfg.tcp_timeout_ns)
 }
 
 /// A backend's reply: restored to the client its NAT entry names.
@@ -193,6 +235,13 @@ fn new_flow(f: &Flow, key: &FlowKey, dead: Option<&mut Conn>) -> Result<u32, Rea
     if flags & TCP_RST != 0 {
         return Err(Reason::DropRstNoConn);
     }
+    let tcp = f.p.proto == PROTO_TCP;
+    if tcp && !opens(cfg, svc, flags, now) {
+        return Err(Reason::DropNotSyn);
+    }
+    // A SYN opens a half-open flow; a takeover's segment, an established one.
+    let midflow = tcp && flags & TCP_SYN == 0;
+    let half = if tcp && !midflow { CT_HALF } else { 0 };
     let hash = flow_hash(
         cfg.hash_seed,
         key.src_addr,
@@ -207,7 +256,7 @@ fn new_flow(f: &Flow, key: &FlowKey, dead: Option<&mut Conn>) -> Result<u32, Rea
         // The client reused a timed-out or closed 5-tuple. If it maps to the
         // same backend and still owns its SNAT port, revive both entries in
         // place: no map update, and the backend sees the same 4-tuple.
-        if nat::revive(cfg, conn, key, backend_id, &be, svc.id, now) {
+        if nat::revive(cfg, conn, key, (backend_id, &be), svc.id, now, half) {
             // The peer was told this flow closed.
             sync::report(cfg, key, conn, 0);
             traffic(svc.id, backend_id, f.bytes, true);
@@ -216,8 +265,7 @@ fn new_flow(f: &Flow, key: &FlowKey, dead: Option<&mut Conn>) -> Result<u32, Rea
         }
         nat::release(conn, key);
     }
-    let midflow = f.p.proto == PROTO_TCP && flags & TCP_SYN == 0;
-    let conn = nat::setup(cfg, svc, key, hash, backend_id, &be, now, midflow)?;
+    let conn = nat::setup(cfg, svc, key, hash, backend_id, &be, now, half, midflow)?;
     traffic(svc.id, backend_id, f.bytes, true);
     let to = fullnat::to_backend(&conn);
     Ok(fullnat::send(f.ctx, &f.p, to, cfg, now))

@@ -3,29 +3,32 @@
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     snat_candidate, Backend, Config, Conn, FlowKey, Nat, Reason, Service, CFG_SYNC, CFG_SYNC_ALL,
-    CT_SYNCED, MAX_SNAT_ADDRS, SNAT_TRIES,
+    CT_HALF, CT_SYNCED, MAX_SNAT_ADDRS, SNAT_TRIES,
 };
 
 use crate::{
     conntrack::{expired, REFRESH_NS},
     maps::{CONNS, NATS},
+    stats::count,
     sync,
 };
 
 /// `-EEXIST` from a `BPF_NOEXIST` insert: the key is taken.
 const EEXIST: i32 = -17;
 
-/// Revives the dead entry `conn` of flow `key` in place when the flow goes to
-/// the same backend and its NAT entry still belongs to it. Returns whether it did.
+/// Revives the dead entry `conn` of flow `key` in place, with `flags`
+/// (`CT_HALF` for a SYN), when the flow goes to the same backend (`picked`:
+/// its id and address) and its NAT entry still belongs to it. Returns
+/// whether it did.
 #[inline(always)]
 pub fn revive(
     cfg: &Config,
     conn: &mut Conn,
     key: &FlowKey,
-    backend_id: u32,
-    be: &Backend,
+    (backend_id, be): (u32, &Backend),
     service_id: u32,
     now: u64,
+    flags: u32,
 ) -> bool {
     if conn.backend_id != backend_id || conn.backend_addr != be.addr || conn.backend_port != be.port
     {
@@ -40,11 +43,12 @@ pub fn revive(
     }
     // A synced flow stays synced, and with CFG_SYNC_ALL every flow is: the
     // caller reports it again.
-    let synced = if cfg.flags & CFG_SYNC_ALL != 0 {
-        CT_SYNCED
-    } else {
-        conn.flags & CT_SYNCED
-    };
+    let synced = flags
+        | if cfg.flags & CFG_SYNC_ALL != 0 {
+            CT_SYNCED
+        } else {
+            conn.flags & CT_SYNCED
+        };
     nat.flags = synced;
     nat.service_id = service_id;
     nat.last_seen = now;
@@ -67,17 +71,22 @@ pub fn release(conn: &Conn, key: &FlowKey) {
 }
 
 /// Claims an SNAT ip:port towards `backend` for the flow `key` and writes the
-/// NAT and connection entries together. The first candidate comes from the
-/// flow hash; a `BPF_NOEXIST` insert into the NAT map is the claim, so two
-/// live flows to one backend never share a port. A VRRP peer taking over
-/// mid-flow derives the same first candidate; a flow that got a later one is
-/// reported on `SYNC` (with `CFG_SYNC`) for the agent to send to the peer.
+/// NAT and connection entries together, both with `flags` (`CT_HALF` for a
+/// flow a SYN opens). The first candidate comes from the flow hash; a
+/// `BPF_NOEXIST` insert into the NAT map is the claim, so two live flows to
+/// one backend never share a port. A VRRP peer taking over mid-flow derives
+/// the same first candidate; a flow that got a later one is reported on
+/// `SYNC` (with `CFG_SYNC`) for the agent to send to the peer.
 ///
 /// `midflow` is a TCP packet without SYN: a flow this node takes over from
 /// its peer. Its first candidate is the port the peer gave it (else the sync
 /// would have told us), so an unsynced entry holding that port that was
 /// last seen before this node took the service over belongs to a flow that
 /// ended on the peer meanwhile, and is reclaimed.
+///
+/// When every candidate is taken, a SYN takes the port of the oldest
+/// half-open flow among them: a spoofed SYN flood then holds a port only
+/// until newer SYNs need it, and an established flow is never evicted.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn setup(
@@ -88,20 +97,25 @@ pub fn setup(
     backend_id: u32,
     be: &Backend,
     now: u64,
+    flags: u32,
     midflow: bool,
 ) -> Result<Conn, Reason> {
-    let mut nat = Nat::new(key, backend_id, svc.id, 0, now);
+    let mut nat = Nat::new(key, backend_id, svc.id, flags, now);
     let mut rkey = FlowKey::new(be.addr, 0, be.port, 0, key.proto);
     let mut claimed = false;
+    // The oldest half-open holder seen: its SNAT ip:port and when it was
+    // last seen. Kept as values, not as the attempt: an index would make the
+    // verifier tell every iteration's states apart.
+    let (mut victim_addr, mut victim_port, mut victim_seen) = (0u32, 0u16, u64::MAX);
     // Synced flows are marked in both entries, so their close and refreshes
     // are reported too: every flow with CFG_SYNC_ALL, else those off their
     // first candidate, which the peer cannot derive.
     if cfg.flags & CFG_SYNC_ALL != 0 {
-        nat.flags = CT_SYNCED;
+        nat.flags |= CT_SYNCED;
     }
     for attempt in 0..SNAT_TRIES {
         if attempt == 1 && cfg.flags & CFG_SYNC != 0 {
-            nat.flags = CT_SYNCED;
+            nat.flags |= CT_SYNCED;
         }
         let (ai, port) = snat_candidate(svc, hash, attempt);
         if ai as usize >= MAX_SNAT_ADDRS {
@@ -137,7 +151,15 @@ pub fn setup(
                 claimed = true;
                 break;
             }
+            if old.flags & CT_HALF != 0 && old.last_seen < victim_seen {
+                (victim_addr, victim_port) = (rkey.dst_addr, rkey.dst_port);
+                victim_seen = old.last_seen;
+            }
         }
+    }
+    if !claimed && flags & CT_HALF != 0 && victim_seen != u64::MAX {
+        (rkey.dst_addr, rkey.dst_port) = (victim_addr, victim_port);
+        claimed = evict(key, &rkey, &nat);
     }
     if !claimed {
         return Err(Reason::DropSnatExhausted);
@@ -158,4 +180,31 @@ pub fn setup(
     }
     sync::report(cfg, key, &conn, 0);
     Ok(conn)
+}
+
+/// Takes the port `rkey` names from the half-open flow holding it: that
+/// flow's connection entry goes too, so its client's next segment cannot
+/// reach the new flow's 4-tuple.
+#[inline(always)]
+fn evict(key: &FlowKey, rkey: &FlowKey, nat: &Nat) -> bool {
+    let Some(old) = NATS.get_ptr(rkey) else {
+        return false;
+    };
+    let old = unsafe { &*old };
+    // Another CPU may have completed it meanwhile.
+    if old.flags & CT_HALF == 0 {
+        return false;
+    }
+    let okey = old.client_key(key.proto);
+    if let Some(c) = CONNS.get_ptr(&okey) {
+        let c = unsafe { &*c };
+        if c.snat_addr == rkey.dst_addr && c.snat_port == rkey.dst_port {
+            let _ = CONNS.remove(&okey);
+        }
+    }
+    if NATS.insert(rkey, nat, BPF_ANY as u64).is_err() {
+        return false;
+    }
+    count(Reason::EvictHalfOpen);
+    true
 }

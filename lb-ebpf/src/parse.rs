@@ -8,7 +8,7 @@
 //! and reads the transport header of a packet that is ours.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FlowKey, Reason, PROTO_TCP, PROTO_UDP};
+use lb_common::{FlowKey, Reason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -22,6 +22,15 @@ const IP_MF_OFFSET: u16 = 0x3fffu16.to_be();
 const IPV4_HLEN: usize = 20;
 /// Version 4, header length 5 words: the only IPv4 header forwarded.
 const IPV4_PLAIN: u8 = 0x45;
+
+/// ICMP types whose message quotes a packet of a flow.
+const ICMP_DEST_UNREACH: u8 = 3;
+/// See [`ICMP_DEST_UNREACH`].
+const ICMP_TIME_EXCEEDED: u8 = 11;
+/// ICMP header, then the quoted IPv4 header, then at least 8 bytes of it.
+const ICMP_HLEN: usize = 8;
+/// Offset of the TCP checksum in its header: quoted only past 8 bytes.
+const TCP_CHECK_OFF: usize = 16;
 
 /// TCP flag bits, as in the header's flags byte.
 pub const TCP_FIN: u8 = 0x01;
@@ -65,6 +74,14 @@ struct TcpHdr {
     window: u16,
     check: u16,
     urg: u16,
+}
+
+#[repr(C)]
+struct IcmpHdr {
+    kind: u8,
+    code: u8,
+    check: u16,
+    rest: u32,
 }
 
 #[repr(C)]
@@ -190,6 +207,7 @@ impl L4 {
 
 /// Ethernet (with at most one 802.1Q tag) and the fixed part of an IPv4
 /// header: enough to ask whether the destination is ours.
+#[derive(Clone, Copy)]
 pub struct Frame {
     /// The Ethernet header.
     pub eth: Eth,
@@ -210,6 +228,52 @@ pub struct Packet {
     pub l4: L4,
     /// `PROTO_TCP` or `PROTO_UDP`.
     pub proto: u8,
+}
+
+/// An ICMP destination-unreachable or time-exceeded message addressed to
+/// us, and the packet it quotes: an IPv4 header without options and the
+/// first 8 bytes of TCP or UDP (the TCP checksum when quoted).
+pub struct IcmpError {
+    /// The Ethernet header.
+    pub eth: Eth,
+    /// The outer IPv4 header.
+    pub ip: Ipv4,
+    check: *mut u16,
+    /// The quoted IPv4 header.
+    pub inner: Ipv4,
+    /// The quoted ports and transport checksum.
+    pub inner_l4: L4,
+    /// Whether the quote reaches the transport checksum.
+    pub inner_check: bool,
+    /// The quoted packet's protocol: `PROTO_TCP` or `PROTO_UDP`.
+    pub inner_proto: u8,
+}
+
+impl IcmpError {
+    /// The quoted packet's 5-tuple: a packet we sent.
+    #[inline(always)]
+    pub fn quoted(&self) -> FlowKey {
+        let [sport, dport] = self.inner_l4.ports();
+        FlowKey::new(
+            self.inner.src(),
+            self.inner.dst(),
+            sport,
+            dport,
+            self.inner_proto,
+        )
+    }
+
+    /// The ICMP checksum, as on the wire.
+    #[inline(always)]
+    pub fn check(&self) -> u16 {
+        unsafe { *self.check }
+    }
+
+    /// Writes the ICMP checksum.
+    #[inline(always)]
+    pub fn set_check(&self, check: u16) {
+        unsafe { *self.check = check }
+    }
 }
 
 /// The frame's Ethernet and IPv4 headers; anything else (ARP, IPv6, a
@@ -236,15 +300,13 @@ pub fn frame(ctx: &XdpContext) -> Result<Frame, Reason> {
 }
 
 impl Frame {
-    /// The packet, if its IPv4 header passes the policies for traffic to
-    /// us (no options, no fragments, a length that fits the frame) and it
-    /// carries a whole TCP or UDP header. Other protocols pass to the
-    /// kernel (ICMP to a VIP, say).
+    /// The IPv4 policies for traffic to us: no options, no fragments.
+    /// Returns the total length, which the caller checks against the frame
+    /// after its own bounds checks (see [`Frame::transport`]).
     #[inline(always)]
-    pub fn transport(self, ctx: &XdpContext) -> Result<Packet, Reason> {
+    fn policies(&self) -> Result<usize, Reason> {
         let ip = self.ip.0;
-        let (vihl, frag, tot_len, proto) =
-            unsafe { ((*ip).vihl, (*ip).frag_off, (*ip).tot_len, (*ip).proto) };
+        let (vihl, frag, tot_len) = unsafe { ((*ip).vihl, (*ip).frag_off, (*ip).tot_len) };
         if vihl >> 4 != 4 || vihl & 0xf < 5 {
             return Err(Reason::DropMalformed);
         }
@@ -254,7 +316,16 @@ impl Frame {
         if frag & IP_MF_OFFSET != 0 {
             return Err(Reason::DropFragment);
         }
-        let tot_len = u16::from_be(tot_len) as usize;
+        Ok(u16::from_be(tot_len) as usize)
+    }
+
+    /// The packet, if its IPv4 header passes the policies for traffic to
+    /// us and it carries a whole TCP or UDP header. Other protocols give
+    /// `PassOtherProto` (ICMP: see [`Frame::icmp_error`]).
+    #[inline(always)]
+    pub fn transport(self, ctx: &XdpContext) -> Result<Packet, Reason> {
+        let tot_len = self.policies()?;
+        let proto = unsafe { (*self.ip.0).proto };
         // The whole datagram must be in the frame. Checked after the
         // transport header's own bounds: LLVM would drop those as implied
         // by this check, and the verifier cannot follow that.
@@ -291,6 +362,65 @@ impl Frame {
             ip: self.ip,
             l4,
             proto,
+        })
+    }
+
+    /// The ICMP error this frame carries, past the same policies. Other
+    /// ICMP messages (echo requests) give `PassOtherProto`; a quote that is
+    /// not a plain IPv4 header with 8 bytes of TCP or UDP gives
+    /// `PassIcmpNoFlow`.
+    #[inline(always)]
+    pub fn icmp_error(self, ctx: &XdpContext) -> Result<IcmpError, Reason> {
+        let tot_len = self.policies()?;
+        if unsafe { (*self.ip.0).proto } != PROTO_ICMP {
+            return Err(Reason::PassOtherProto);
+        }
+        let off = self.l3 + IPV4_HLEN;
+        let icmp = ptr_at::<IcmpHdr>(ctx, off).ok_or(Reason::DropMalformed)?;
+        let kind = unsafe { (*icmp).kind };
+        if kind != ICMP_DEST_UNREACH && kind != ICMP_TIME_EXCEEDED {
+            return Err(Reason::PassOtherProto);
+        }
+        let inner = ptr_at::<Ipv4Hdr>(ctx, off + ICMP_HLEN).ok_or(Reason::PassIcmpNoFlow)?;
+        let l4_off = off + ICMP_HLEN + IPV4_HLEN;
+        // Ports, then UDP's length and checksum or TCP's sequence number.
+        let l4 = ptr_at::<UdpHdr>(ctx, l4_off).ok_or(Reason::PassIcmpNoFlow)?;
+        let end = self.l3 + tot_len;
+        // Only when the datagram quotes it (not in a frame's padding).
+        let tcp_check = if l4_off + TCP_CHECK_OFF + 2 <= end {
+            ptr_at::<u16>(ctx, l4_off + TCP_CHECK_OFF)
+        } else {
+            None
+        };
+        // Bounds above, the frame's length after (see `transport`).
+        if tot_len < IPV4_HLEN + ICMP_HLEN || ctx.data() + end > ctx.data_end() {
+            return Err(Reason::DropMalformed);
+        }
+        let (vihl, proto) = unsafe { ((*inner).vihl, (*inner).proto) };
+        if vihl != IPV4_PLAIN || l4_off + 8 > end {
+            return Err(Reason::PassIcmpNoFlow);
+        }
+        let (check, inner_check) = match proto {
+            PROTO_UDP => (unsafe { core::ptr::addr_of_mut!((*l4).check) }, true),
+            PROTO_TCP => match tcp_check {
+                Some(c) => (c, true),
+                // Not quoted: never written.
+                None => (core::ptr::null_mut(), false),
+            },
+            _ => return Err(Reason::PassIcmpNoFlow),
+        };
+        Ok(IcmpError {
+            eth: self.eth,
+            ip: self.ip,
+            check: unsafe { core::ptr::addr_of_mut!((*icmp).check) },
+            inner: Ipv4(inner),
+            inner_l4: L4 {
+                ports: unsafe { core::ptr::addr_of_mut!((*l4).ports) },
+                check,
+                tcp_flags: 0,
+            },
+            inner_check,
+            inner_proto: proto,
         })
     }
 }

@@ -1,11 +1,14 @@
 //! Reports for the agent's connection sync (`SYNC` ring, `CFG_SYNC`).
 //!
 //! A synced flow (`CT_SYNCED`: every flow with `CFG_SYNC_ALL`, else those
-//! off their hashed SNAT port) is reported when it starts, while it lives
+//! off their hashed SNAT port) is reported when it starts (TCP: when the
+//! client completes the handshake), while it lives
 //! (so the peer's copy does not time out), and when it closes (so the peer
 //! does not hold its port for the whole idle timeout).
 
-use lb_common::{Config, Conn, FlowKey, SyncEntry, CFG_SYNC, CT_FIN, CT_SYNCED, PROTO_TCP};
+use lb_common::{
+    Config, Conn, FlowKey, SyncEntry, CFG_SYNC, CT_FIN, CT_HALF, CT_SYNCED, PROTO_TCP,
+};
 
 use crate::{
     conntrack::timeout,
@@ -13,10 +16,12 @@ use crate::{
 };
 
 /// Reports flow `key` (client → VIP) with `conn`'s mapping, if it is
-/// synced; `flags` is 0 for an open flow, `CT_FIN` for a closing one.
+/// synced; `flags` is 0 for an open flow, `CT_FIN` for a closing one. A
+/// half-open flow is not reported: a SYN flood must not reach the peer. Its
+/// client's ACK reports it (and a takeover meanwhile re-derives it).
 #[inline(always)]
 pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
-    if conn.flags & CT_SYNCED == 0 || cfg.flags & CFG_SYNC == 0 {
+    if conn.flags & (CT_SYNCED | CT_HALF) != CT_SYNCED || cfg.flags & CFG_SYNC == 0 {
         return;
     }
     let mut conn = *conn;
@@ -40,7 +45,7 @@ pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
 /// whichever is shorter.
 #[inline(always)]
 pub fn due(cfg: &Config, proto: u8, flags: u32, last_seen: u64, now: u64) -> bool {
-    if flags & CT_SYNCED == 0 || cfg.flags & CFG_SYNC == 0 {
+    if flags & (CT_SYNCED | CT_HALF) != CT_SYNCED || cfg.flags & CFG_SYNC == 0 {
         return false;
     }
     let third = timeout(cfg, proto, flags) / 3;

@@ -74,6 +74,7 @@ impl Default for Conntrack {
             max_entries: default_ct_max(),
             tcp_timeout: default_tcp_timeout(),
             tcp_fin_timeout: default_tcp_fin_timeout(),
+            tcp_syn_timeout: default_tcp_syn_timeout(),
             udp_timeout: default_udp_timeout(),
         }
     }
@@ -89,6 +90,12 @@ pub(super) fn default_tcp_timeout() -> f64 {
 
 pub(super) fn default_tcp_fin_timeout() -> f64 {
     10.0
+}
+
+/// A backend gives up a half-open connection after its SYN-ACK retries
+/// (Linux: 5, about 63 s); conntrack and LVS keep `SYN_RECV` for 60 s.
+pub(super) fn default_tcp_syn_timeout() -> f64 {
+    60.0
 }
 
 pub(super) fn default_udp_timeout() -> f64 {

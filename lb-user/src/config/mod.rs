@@ -145,6 +145,10 @@ pub struct Conntrack {
     /// Seconds after a FIN.
     #[serde(default = "default_tcp_fin_timeout")]
     pub tcp_fin_timeout: f64,
+    /// Seconds a TCP flow may stay half-open (SYN seen, handshake not
+    /// completed by the client).
+    #[serde(default = "default_tcp_syn_timeout")]
+    pub tcp_syn_timeout: f64,
     /// Seconds.
     #[serde(default = "default_udp_timeout")]
     pub udp_timeout: f64,

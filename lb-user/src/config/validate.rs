@@ -101,6 +101,13 @@ fn global(c: &Config, p: &mut Problems) {
     );
     seconds(
         p,
+        "global.conntrack.tcp_syn_timeout".into(),
+        g.conntrack.tcp_syn_timeout,
+        1.0,
+        day,
+    );
+    seconds(
+        p,
         "global.conntrack.udp_timeout".into(),
         g.conntrack.udp_timeout,
         1.0,

@@ -27,6 +27,17 @@ pub struct SyncedFlow {
     pub closed: bool,
 }
 
+/// Entry counts of the flow tables, from [`Dataplane::flow_counts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// Connection entries (client → VIP).
+    pub conns: usize,
+    /// Of those, half-open TCP flows.
+    pub half_open: usize,
+    /// NAT entries (backend → SNAT).
+    pub nats: usize,
+}
+
 impl Dataplane {
     /// The connection entry of a client → VIP flow.
     pub fn conn(&self, key: &FlowKey) -> Result<Option<Conn>> {
@@ -36,6 +47,27 @@ impl Dataplane {
     /// The NAT entry of a backend → SNAT flow.
     pub fn nat(&self, key: &FlowKey) -> Result<Option<Nat>> {
         lookup(self.maps.nats.get(key, 0))
+    }
+
+    /// How many entries the connection and NAT tables hold, and how many
+    /// connections are half-open. Walks both tables: for tests and tools,
+    /// not for every status call.
+    pub fn flow_counts(&self) -> FlowCounts {
+        let conns: Vec<Conn> = self
+            .maps
+            .conns
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(_, c)| c)
+            .collect();
+        FlowCounts {
+            conns: conns.len(),
+            half_open: conns
+                .iter()
+                .filter(|c| c.flags & lb_common::CT_HALF != 0)
+                .count(),
+            nats: self.maps.nats.keys().filter(|k| k.is_ok()).count(),
+        }
     }
 
     /// Removes every connection of backend `id` and its NAT entry, so the

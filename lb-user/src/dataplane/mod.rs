@@ -24,7 +24,7 @@ use aya::{
 };
 use lb_common::{Backend, Config, Reason, Service, ServiceKey, Traffic};
 
-pub use flows::SyncedFlow;
+pub use flows::{FlowCounts, SyncedFlow};
 
 use crate::{
     config::XdpMode as Mode,

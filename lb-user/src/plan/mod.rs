@@ -187,6 +187,7 @@ impl Plan {
                 } else {
                     0
                 },
+                tcp_syn_timeout_ns: ns(g.conntrack.tcp_syn_timeout),
             },
             addrs,
             services,
@@ -384,9 +385,10 @@ impl fmt::Display for Plan {
         )?;
         writeln!(
             f,
-            "timeouts: tcp {}s, tcp after FIN {}s, udp {}s; next hop reused {}s; hash seed {:#x}",
+            "timeouts: tcp {}s, tcp after FIN {}s, tcp half-open {}s, udp {}s; next hop reused {}s; hash seed {:#x}",
             c.tcp_timeout_ns as f64 / 1e9,
             c.tcp_fin_timeout_ns as f64 / 1e9,
+            c.tcp_syn_timeout_ns as f64 / 1e9,
             c.udp_timeout_ns as f64 / 1e9,
             c.nexthop_ttl_ns as f64 / 1e9,
             c.hash_seed

@@ -48,6 +48,7 @@ pub fn default_config(hash_seed: u32, maglev_size: u32) -> lb_common::Config {
         flags: 0,
         _pad: 0,
         sync_refresh_ns: 0,
+        tcp_syn_timeout_ns: secs(60),
     }
 }
 

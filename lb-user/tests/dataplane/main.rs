@@ -45,9 +45,13 @@ macro_rules! ensure_eq {
     }};
 }
 
+mod flood;
+mod icmp;
 mod policies;
 mod sync;
 
+use flood::*;
+use icmp::*;
 use policies::*;
 use sync::*;
 
@@ -246,14 +250,20 @@ fn exhausted_snat_pool_is_counted() -> Result<(), Failed> {
     dp.apply_service(&svc)?;
     let mut ok = 0;
     for p in 0..15 {
+        // Established flows: a SYN never takes their ports.
         match run(&mut dp, &tcp(from_client(50000 + p, 80), SYN, b"")).0 {
-            XDP_REDIRECT => ok += 1,
+            XDP_REDIRECT => {
+                ok += 1;
+                let ack = tcp(from_client(50000 + p, 80), ACK, b"");
+                ensure_eq!(run(&mut dp, &ack).0, XDP_REDIRECT);
+            }
             XDP_DROP => {}
             a => return Err(format!("action {a}").into()),
         }
     }
     ensure_eq!(ok, 10);
     ensure_eq!(dp.reason(Reason::DropSnatExhausted)?, 5);
+    ensure_eq!(dp.reason(Reason::EvictHalfOpen)?, 0);
     Ok(())
 }
 
@@ -423,7 +433,7 @@ fn nexthop_cache_follows_a_neighbour_change() -> Result<(), Failed> {
     cfg.nexthop_ttl_ns = 300_000_000;
     dp.set_config(cfg)?;
     let mac = |dp: &mut Dataplane| -> Result<[u8; 6], Failed> {
-        let (act, out) = run(dp, &tcp(from_client(40040, 80), ACK, b""));
+        let (act, out) = run(dp, &tcp(from_client(40040, 80), SYN, b""));
         ensure_eq!(act, XDP_REDIRECT);
         Ok(parse_valid(&out).dmac)
     };
@@ -469,6 +479,11 @@ fn main() {
         established_flow_survives_backend_removal,
         snat_ports_unique_across_10k_flows,
         exhausted_snat_pool_is_counted,
+        floods_leave_live_flows_alone,
+        half_open_flows_expire_after_the_syn_timeout,
+        icmp_errors_reach_the_flows_other_end,
+        short_quotes_and_udp_errors_are_translated,
+        other_icmp_goes_to_the_kernel,
         flows_off_their_first_snat_port_are_reported_for_sync,
         an_installed_peer_flow_is_forwarded_and_restored,
         a_datagrams_flows_apply_in_order,

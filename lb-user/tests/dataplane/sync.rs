@@ -58,6 +58,16 @@ pub fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Fai
         format!("{b} got its taken first candidate")
     })?;
     ensure_eq!(got[2], first(c));
+    // Half-open flows are not reported; the client's ACK reports the one
+    // off its first candidate.
+    let half = drain(&mut ring);
+    ensure_eq!(half.len(), 0, "{half:?}");
+    for p in [a, b, c] {
+        ensure_eq!(
+            run(&mut dp, &tcp(from_client(p, 80), ACK, b"")).0,
+            XDP_REDIRECT
+        );
+    }
     let records = drain(&mut ring);
     ensure_eq!(records.len(), 1, "{records:?}");
     ensure_eq!(records[0].key, flow(CLIENT, b, 80, PROTO_TCP));
@@ -135,16 +145,19 @@ pub fn flows_off_their_first_snat_port_are_reported_for_sync() -> Result<(), Fai
             )
         );
     }
-    // With CFG_SYNC_ALL every new flow is reported, on its hashed port too.
+    // With CFG_SYNC_ALL every new flow is reported, on its hashed port
+    // too, once its handshake completes.
     cfg.flags = CFG_SYNC | lb_common::CFG_SYNC_ALL;
     dp.set_config(cfg)?;
     let e = (c + 1..c + 400)
         .find(|&p| first(p) != first(a) && first(p) != got[1] && first(p) != first(c))
         .ok_or("no free port left")?;
-    ensure_eq!(
-        run(&mut dp, &tcp(from_client(e, 80), SYN, b"")).0,
-        XDP_REDIRECT
-    );
+    for flags in [SYN, ACK] {
+        ensure_eq!(
+            run(&mut dp, &tcp(from_client(e, 80), flags, b"")).0,
+            XDP_REDIRECT
+        );
+    }
     let all = ring.next().and_then(|i| lb_user::sync::record(&i));
     ensure_eq!(
         all.map(|r| (r.key, u16::from_be(r.conn.snat_port))),

@@ -1,0 +1,118 @@
+//! Spoofed floods against a small SNAT pool: what they may take and what
+//! they must leave alone.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use lb_common::{Reason, CT_HALF};
+
+use super::*;
+
+/// A spoofed source: one of 10^5 distinct addresses outside the lab.
+fn spoofed(i: u32, dport: u16) -> Ends {
+    Ends {
+        src: Ipv4Addr::from(0x6440_0000 + i),
+        sport: 1024 + (i % 50_000) as u16,
+        ..from_client(0, dport)
+    }
+}
+
+/// Where a forwarded packet went: (backend, SNAT port).
+fn went(out: &[u8]) -> (Ipv4Addr, u16) {
+    let s = parse_valid(out);
+    (s.dst, s.sport)
+}
+
+/// A SYN flood and an ACK flood from 10^5 sources each, against a
+/// 1,024-port pool that 100 live flows share: the SYNs take only the ports
+/// of half-open flows, the ACKs create nothing, every live flow keeps its
+/// backend and port, and a client's SYN during the flood gets a port.
+pub fn floods_leave_live_flows_alone() -> Result<(), Failed> {
+    const FLOOD: u32 = 100_000;
+    let mut dp = dp();
+    let mut svc = web();
+    svc.snat_ports = (10_000, 11_023);
+    dp.apply_service(&svc)?;
+    let mut live = HashMap::new();
+    let handshake = |dp: &mut Dataplane, sport: u16| -> Result<(Ipv4Addr, u16), Failed> {
+        let (act, out) = run(dp, &tcp(from_client(sport, 80), SYN, b""));
+        ensure_eq!(act, XDP_REDIRECT, "{:?}", dp.reasons()?);
+        let to = went(&out);
+        let (act, out) = run(dp, &tcp(from_client(sport, 80), ACK, b""));
+        ensure_eq!((act, went(&out)), (XDP_REDIRECT, to));
+        Ok(to)
+    };
+    for sport in 30_000..30_100 {
+        live.insert(sport, handshake(&mut dp, sport)?);
+    }
+    let before = dp.flow_counts();
+    ensure_eq!((before.conns, before.half_open), (100, 0));
+
+    for i in 0..FLOOD {
+        let (act, _) = run(&mut dp, &tcp(spoofed(i, 80), SYN, b""));
+        ensure_eq!(act, XDP_REDIRECT, "SYN {i}: {:?}", dp.reasons()?);
+        if i == FLOOD / 2 {
+            live.insert(31_000, handshake(&mut dp, 31_000)?);
+        }
+    }
+    let syn = dp.flow_counts();
+    // Three backends, 1,024 ports each: the half-open flows hold the rest.
+    check(
+        syn.half_open <= 3 * 1024 && syn.conns == syn.half_open + 101,
+        || format!("after the SYN flood: {syn:?}"),
+    )?;
+    check(dp.reason(Reason::EvictHalfOpen)? > 0, || {
+        "nothing evicted".into()
+    })?;
+    ensure_eq!(dp.reason(Reason::DropSnatExhausted)?, 0);
+
+    for i in 0..FLOOD {
+        let (act, _) = run(&mut dp, &tcp(spoofed(FLOOD + i, 80), ACK, b"x"));
+        ensure_eq!(act, XDP_DROP, "ACK {i}");
+    }
+    ensure_eq!(dp.reason(Reason::DropNotSyn)?, FLOOD as u64);
+    ensure_eq!(dp.flow_counts(), syn, "the ACK flood created entries");
+
+    for (&sport, &to) in &live {
+        let (act, out) = run(&mut dp, &tcp(from_client(sport, 80), ACK, b"more"));
+        ensure_eq!((act, went(&out)), (XDP_REDIRECT, to), "live flow {sport}");
+        let key = flow(CLIENT, sport, 80, lb_common::PROTO_TCP);
+        let c = dp.conn(&key)?.ok_or("no entry")?;
+        ensure_eq!(c.flags & CT_HALF, 0);
+        let nat = dp.nat(&c.reverse_key(key.proto))?.ok_or("no NAT entry")?;
+        check(nat.restores(&key) && nat.flags & CT_HALF == 0, || {
+            format!("NAT entry of {sport}: {nat:?}")
+        })?;
+    }
+    Ok(())
+}
+
+/// A half-open flow lives `tcp_syn_timeout`, then a segment other than a
+/// SYN finds nothing; a completed one lives the full timeout.
+pub fn half_open_flows_expire_after_the_syn_timeout() -> Result<(), Failed> {
+    let mut dp = dp();
+    let mut cfg = dp.config();
+    cfg.tcp_syn_timeout_ns = 200_000_000;
+    dp.set_config(cfg)?;
+    for sport in [42_000, 42_001] {
+        ensure_eq!(
+            run(&mut dp, &tcp(from_client(sport, 80), SYN, b"")).0,
+            XDP_REDIRECT
+        );
+    }
+    ensure_eq!(
+        run(&mut dp, &tcp(from_client(42_001, 80), ACK, b"")).0,
+        XDP_REDIRECT
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ensure_eq!(
+        run(&mut dp, &tcp(from_client(42_000, 80), ACK, b"")).0,
+        XDP_DROP,
+        "the half-open flow outlived its timeout"
+    );
+    ensure_eq!(dp.reason(Reason::DropNotSyn)?, 1);
+    ensure_eq!(
+        run(&mut dp, &tcp(from_client(42_001, 80), ACK, b"x")).0,
+        XDP_REDIRECT
+    );
+    Ok(())
+}
