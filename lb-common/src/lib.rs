@@ -43,6 +43,10 @@ pub const CT_SYNCED: u32 = 2;
 /// reported for sync, and a new SYN may take its SNAT port when the pool
 /// runs short.
 pub const CT_HALF: u32 = 4;
+/// Connection-entry flag, with `CT_HALF`: a TCP flow a segment other than a
+/// SYN opened after a takeover. The backend's answer (not a RST) confirms
+/// it, not the client's next segment, which a spoofer can send.
+pub const CT_TAKEOVER: u32 = 8;
 
 /// `Config::flags` bit: report on `SYNC` the flows that did not get their
 /// first SNAT candidate, so the agent can hand them to its VRRP peer.

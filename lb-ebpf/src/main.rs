@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     hash::flow_hash, Config, Conn, FlowKey, Nat, Reason, Service, ServiceKey, ADDR_SNAT, ADDR_VIP,
-    CT_FIN, CT_HALF, PROTO_TCP, SVC_ENABLED,
+    CT_FIN, CT_HALF, CT_TAKEOVER, PROTO_TCP, SVC_ENABLED,
 };
 
 use crate::{
@@ -136,8 +136,11 @@ fn established(f: &Flow, key: &FlowKey, conn: &mut Conn) -> u32 {
         // Its port may have been taken over (see nat::setup).
         nat::release(conn, key);
         let _ = CONNS.remove(key);
-    } else if conn.flags & CT_HALF != 0 && flags & (TCP_SYN | TCP_ACK) == TCP_ACK {
-        handshake_done(cfg, key, conn, now);
+    } else if conn.flags & (CT_HALF | CT_TAKEOVER) == CT_HALF
+        && flags & (TCP_SYN | TCP_ACK) == TCP_ACK
+    {
+        // The client acknowledged the handshake.
+        nat::confirm(cfg, key, conn, now);
         if flags & TCP_FIN != 0 {
             sync::report(cfg, key, conn, CT_FIN);
             conn.flags |= CT_FIN;
@@ -155,22 +158,6 @@ fn established(f: &Flow, key: &FlowKey, conn: &mut Conn) -> u32 {
     }
     traffic(service_id, backend_id, f.bytes, false);
     fullnat::send(f.ctx, &f.p, to, cfg, now)
-}
-
-/// The client acknowledged the handshake of the half-open flow `conn`: both
-/// its entries now live the full timeout, and the sync hears of it.
-#[inline(always)]
-fn handshake_done(cfg: &Config, key: &FlowKey, conn: &mut Conn, now: u64) {
-    conn.flags &= !CT_HALF;
-    conn.last_seen = now;
-    if let Some(n) = NATS.get_ptr_mut(&conn.reverse_key(key.proto)) {
-        let nat = unsafe { &mut *n };
-        if nat.restores(key) {
-            nat.flags &= !CT_HALF;
-            nat.last_seen = now;
-        }
-    }
-    sync::report(cfg, key, conn, 0);
 }
 
 /// Whether a TCP segment with `flags` may open a flow of `svc`: a SYN, or
@@ -206,6 +193,10 @@ fn reply(f: &Flow, key: &FlowKey, nat: &mut Nat) -> u32 {
         sync::report(cfg, &fwd, &conn, CT_FIN);
         let _ = CONNS.remove(&fwd);
         let _ = NATS.remove(key);
+    } else if nat.flags & CT_TAKEOVER != 0 && flags & TCP_SYN == 0 {
+        // The backend knows the flow a takeover opened.
+        nat::confirm_reply(cfg, key, nat, now);
+        nat.flags |= (flags & TCP_FIN != 0) as u32 * CT_FIN;
     } else if flags & TCP_FIN != 0 && nat.flags & CT_FIN == 0 {
         nat.flags |= CT_FIN;
         nat.last_seen = now;
@@ -239,9 +230,14 @@ fn new_flow(f: &Flow, key: &FlowKey, dead: Option<&mut Conn>) -> Result<u32, Rea
     if tcp && !opens(cfg, svc, flags, now) {
         return Err(Reason::DropNotSyn);
     }
-    // A SYN opens a half-open flow; a takeover's segment, an established one.
+    // Every TCP flow starts half-open: a SYN's until its client's ACK, a
+    // takeover's until its backend answers.
     let midflow = tcp && flags & TCP_SYN == 0;
-    let half = if tcp && !midflow { CT_HALF } else { 0 };
+    let half = match (tcp, midflow) {
+        (false, _) => 0,
+        (true, false) => CT_HALF,
+        (true, true) => CT_HALF | CT_TAKEOVER,
+    };
     let hash = flow_hash(
         cfg.hash_seed,
         key.src_addr,

@@ -3,7 +3,7 @@
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     snat_candidate, Backend, Config, Conn, FlowKey, Nat, Reason, Service, CFG_SYNC, CFG_SYNC_ALL,
-    CT_HALF, CT_SYNCED, MAX_SNAT_ADDRS, SNAT_TRIES,
+    CT_HALF, CT_SYNCED, CT_TAKEOVER, MAX_SNAT_ADDRS, PROTO_TCP, SNAT_TRIES,
 };
 
 use crate::{
@@ -12,6 +12,9 @@ use crate::{
     stats::count,
     sync,
 };
+
+/// How many of a flow's SNAT candidates a full pool's eviction looks at.
+const EVICT_TRIES: u32 = 8;
 
 /// `-EEXIST` from a `BPF_NOEXIST` insert: the key is taken.
 const EEXIST: i32 = -17;
@@ -84,9 +87,10 @@ pub fn release(conn: &Conn, key: &FlowKey) {
 /// last seen before this node took the service over belongs to a flow that
 /// ended on the peer meanwhile, and is reclaimed.
 ///
-/// When every candidate is taken, a SYN takes the port of the oldest
-/// half-open flow among them: a spoofed SYN flood then holds a port only
-/// until newer SYNs need it, and an established flow is never evicted.
+/// When every candidate is taken, a TCP flow takes the port of the oldest
+/// half-open flow among its first candidates: a spoofed SYN flood then
+/// holds a port only until newer SYNs need it, and an established flow is
+/// never evicted.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn setup(
@@ -103,10 +107,6 @@ pub fn setup(
     let mut nat = Nat::new(key, backend_id, svc.id, flags, now);
     let mut rkey = FlowKey::new(be.addr, 0, be.port, 0, key.proto);
     let mut claimed = false;
-    // The oldest half-open holder seen: its SNAT ip:port and when it was
-    // last seen. Kept as values, not as the attempt: an index would make the
-    // verifier tell every iteration's states apart.
-    let (mut victim_addr, mut victim_port, mut victim_seen) = (0u32, 0u16, u64::MAX);
     // Synced flows are marked in both entries, so their close and refreshes
     // are reported too: every flow with CFG_SYNC_ALL, else those off their
     // first candidate, which the peer cannot derive.
@@ -151,15 +151,13 @@ pub fn setup(
                 claimed = true;
                 break;
             }
-            if old.flags & CT_HALF != 0 && old.last_seen < victim_seen {
-                (victim_addr, victim_port) = (rkey.dst_addr, rkey.dst_port);
-                victim_seen = old.last_seen;
-            }
         }
     }
-    if !claimed && flags & CT_HALF != 0 && victim_seen != u64::MAX {
-        (rkey.dst_addr, rkey.dst_port) = (victim_addr, victim_port);
-        claimed = evict(key, &rkey, &nat);
+    // Every new TCP flow is half-open (tested on the protocol, not on
+    // `flags`: a branch on a constant argument would keep the verifier
+    // from merging states).
+    if !claimed && key.proto == PROTO_TCP {
+        claimed = evict(svc, key, hash, &mut rkey, &nat);
     }
     if !claimed {
         return Err(Reason::DropSnatExhausted);
@@ -182,16 +180,39 @@ pub fn setup(
     Ok(conn)
 }
 
-/// Takes the port `rkey` names from the half-open flow holding it: that
-/// flow's connection entry goes too, so its client's next segment cannot
-/// reach the new flow's 4-tuple.
+/// Takes the port of the oldest half-open flow among the first
+/// `EVICT_TRIES` candidates for the flow `key`: that flow's connection entry
+/// goes too, so its client's next segment cannot reach the new flow's
+/// 4-tuple. A second, shorter pass than the claim's, so that the claim's
+/// loop stays small for the verifier. Leaves the port in `rkey`.
 #[inline(always)]
-fn evict(key: &FlowKey, rkey: &FlowKey, nat: &Nat) -> bool {
-    let Some(old) = NATS.get_ptr(rkey) else {
+fn evict(svc: &Service, key: &FlowKey, hash: u32, rkey: &mut FlowKey, nat: &Nat) -> bool {
+    // The victim's SNAT ip:port, kept as values: an attempt index would
+    // make the verifier tell every iteration's states apart.
+    let (mut addr, mut port, mut seen) = (0u32, 0u16, u64::MAX);
+    for attempt in 0..EVICT_TRIES {
+        let (ai, p) = snat_candidate(svc, hash, attempt);
+        if ai as usize >= MAX_SNAT_ADDRS {
+            break;
+        }
+        rkey.dst_addr = svc.snat_addrs[ai as usize];
+        rkey.dst_port = p.to_be();
+        if let Some(old) = NATS.get_ptr(&*rkey) {
+            let old = unsafe { &*old };
+            if old.flags & CT_HALF != 0 && old.last_seen < seen {
+                (addr, port, seen) = (rkey.dst_addr, rkey.dst_port, old.last_seen);
+            }
+        }
+    }
+    if seen == u64::MAX {
+        return false;
+    }
+    (rkey.dst_addr, rkey.dst_port) = (addr, port);
+    let Some(old) = NATS.get_ptr(&*rkey) else {
         return false;
     };
     let old = unsafe { &*old };
-    // Another CPU may have completed it meanwhile.
+    // Another CPU may have confirmed it meanwhile.
     if old.flags & CT_HALF == 0 {
         return false;
     }
@@ -202,9 +223,41 @@ fn evict(key: &FlowKey, rkey: &FlowKey, nat: &Nat) -> bool {
             let _ = CONNS.remove(&okey);
         }
     }
-    if NATS.insert(rkey, nat, BPF_ANY as u64).is_err() {
+    if NATS.insert(&*rkey, nat, BPF_ANY as u64).is_err() {
         return false;
     }
     count(Reason::EvictHalfOpen);
     true
+}
+
+/// The half-open flow `key` with entry `conn` is confirmed (see
+/// `CT_HALF`): both its entries now live the full timeout, and the sync
+/// hears of it.
+#[inline(always)]
+pub fn confirm(cfg: &Config, key: &FlowKey, conn: &mut Conn, now: u64) {
+    conn.flags &= !(CT_HALF | CT_TAKEOVER);
+    conn.last_seen = now;
+    if let Some(n) = NATS.get_ptr_mut(&conn.reverse_key(key.proto)) {
+        let nat = unsafe { &mut *n };
+        if nat.restores(key) {
+            nat.flags &= !(CT_HALF | CT_TAKEOVER);
+            nat.last_seen = now;
+        }
+    }
+    sync::report(cfg, key, conn, 0);
+}
+
+/// [`confirm`] from the backend's side: `rkey` (backend → SNAT) and its
+/// entry `nat`.
+#[inline(always)]
+pub fn confirm_reply(cfg: &Config, rkey: &FlowKey, nat: &mut Nat, now: u64) {
+    nat.flags &= !(CT_HALF | CT_TAKEOVER);
+    nat.last_seen = now;
+    let key = nat.client_key(rkey.proto);
+    if let Some(c) = CONNS.get_ptr_mut(&key) {
+        let conn = unsafe { &mut *c };
+        if conn.reverse_key(rkey.proto) == *rkey {
+            confirm(cfg, &key, conn, now);
+        }
+    }
 }

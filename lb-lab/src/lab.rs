@@ -35,6 +35,8 @@ use nix::sys::signal::{kill, Signal};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
 /// The client's address.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 100);
+/// Size of the backends' `/10m` download.
+pub const BIG_FILE: u64 = 10 << 20;
 /// LB nodes.
 pub const LBS: usize = 2;
 /// Backends.
@@ -306,7 +308,7 @@ impl Lab {
     }
 
     /// Starts backend `i`'s nginx (HTTP on :80, answering its name and the
-    /// source it sees, `b1 10.96.0.50`)
+    /// source it sees, `b1 10.96.0.50`; `/10m` is a 10 MiB download)
     /// and dnsmasq (TXT `whoami.demo` = its name), and waits for them.
     pub fn start_backend(&self, i: usize) -> Result<()> {
         let name = format!("b{}", i + 1);
@@ -323,10 +325,13 @@ impl Lab {
                  http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
                  \x20 fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
                  \x20 keepalive_requests 1000000;\n\
-                 \x20 server {{\n    listen {addr}:80 backlog=4096;\n    location / {{ default_type text/plain; return 200 \"{name} $remote_addr\\n\"; }}\n  }}\n}}\n",
+                 \x20 server {{\n    listen {addr}:80 backlog=4096;\n    location / {{ default_type text/plain; return 200 \"{name} $remote_addr\\n\"; }}\n\
+                 \x20   location = /10m {{ alias {d}/10m; }}\n  }}\n}}\n",
                 addr = backend_addr(i)
             ),
         )?;
+        // Sparse: zeros on the wire, no disk.
+        std::fs::File::create(dir.join("10m"))?.set_len(BIG_FILE)?;
         let ns = &self.backends[i];
         self.spawn(
             ns,

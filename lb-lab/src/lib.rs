@@ -3,5 +3,6 @@
 //! dnsmasq backends, real client traffic.
 
 pub mod bench;
+pub mod flood;
 pub mod lab;
 pub mod traffic;

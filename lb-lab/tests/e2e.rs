@@ -18,6 +18,9 @@ use lb_lab::{
 use lb_user::sys::be_addr;
 use libtest_mimic::{Arguments, Failed, Trial};
 
+#[path = "e2e/edge.rs"]
+mod edge;
+
 type Step = fn(&Lab) -> Result<(), Failed>;
 
 /// The demo's config plus a MySQL-port TCP service.
@@ -40,10 +43,11 @@ fn config(weight_b3: u32) -> String {
          delay_loop: 1\n    real_servers:\n{servers}\
          \x20 - name: narrow\n    vip: {VIP}\n    port: {NARROW_PORT}\n    protocol: tcp\n    \
          vrrp_instance: VI_DEMO\n    snat: {{addresses: [{VIP}], ports: {}-{}}}\n    \
-         real_servers:\n      - {{address: {}, port: 80}}\n",
+         real_servers:\n      - {{address: {}, port: 80}}\n{}",
         NARROW_SNAT.0,
         NARROW_SNAT.1,
-        backend_addr(0)
+        backend_addr(0),
+        edge::service()
     )
 }
 
@@ -639,6 +643,14 @@ fn main() {
         ("config_reload_under_traffic", config_reload),
         ("backend_death_and_recovery", backend_death_and_recovery),
         ("sync_refuses_foreign_flows", sync_refuses_foreign_flows),
+        (
+            "spoofed_flood_spares_real_clients",
+            edge::spoofed_flood_spares_real_clients,
+        ),
+        (
+            "path_mtu_discovery_through_the_vip",
+            edge::path_mtu_discovery_through_the_vip,
+        ),
         ("vrrp_failover_with_traffic", vrrp_failover_with_traffic),
         ("agent_restarts_lose_no_connection", agent_restart),
     ];

@@ -84,6 +84,17 @@ impl Netns {
         self.set_link(dev, false)
     }
 
+    /// Sets `dev`'s MTU.
+    pub fn set_mtu(&self, dev: &str, mtu: u32) -> Result<()> {
+        self.netlink(|h| async move {
+            let i = index(&h, dev).await?;
+            let m = LinkUnspec::new_with_index(i).mtu(mtu).build();
+            h.link().set(m).execute().await?;
+            Ok(())
+        })
+        .with_context(|| format!("MTU {mtu} on {dev}"))
+    }
+
     fn set_link(&self, dev: &str, up: bool) -> Result<()> {
         self.netlink(|h| async move {
             let i = index(&h, dev).await?;

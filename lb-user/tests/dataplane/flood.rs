@@ -116,3 +116,61 @@ pub fn half_open_flows_expire_after_the_syn_timeout() -> Result<(), Failed> {
     );
     Ok(())
 }
+
+/// Within an idle timeout of a takeover, a segment other than a SYN opens
+/// a flow (the peer's, derived by Maglev and the flow hash); it stays
+/// half-open, whatever its client sends, until the backend answers. Later
+/// the same segment is dropped.
+pub fn a_takeover_opens_midflow_segments_half_open() -> Result<(), Failed> {
+    let mut dp = dp();
+    let lab = lab();
+    let mut svc = web();
+    let now = lb_user::sys::monotonic_ns();
+    svc.since_ns = now;
+    dp.apply_service(&svc)?;
+    let (act, out) = run(&mut dp, &tcp(from_client(43_000, 80), ACK, b"data"));
+    ensure_eq!(act, XDP_REDIRECT, "{:?}", dp.reasons()?);
+    let (be, port) = went(&out);
+    let key = flow(CLIENT, 43_000, 80, lb_common::PROTO_TCP);
+    let flags = |dp: &Dataplane| dp.conn(&key).map(|c| c.map(|c| c.flags & CT_HALF));
+    ensure_eq!(
+        run(&mut dp, &tcp(from_client(43_000, 80), ACK, b"")).0,
+        XDP_REDIRECT
+    );
+    ensure_eq!(flags(&dp)?, Some(CT_HALF), "the client confirmed it");
+    let reply = Ends {
+        smac: backend_mac(be),
+        dmac: lab.b0_mac,
+        src: be,
+        dst: SNAT,
+        sport: BACKEND_PORT,
+        dport: port,
+    };
+    ensure_eq!(
+        run_on(&mut dp, &tcp(reply, ACK, b"answer"), lab.b0)?.0,
+        XDP_REDIRECT
+    );
+    ensure_eq!(
+        flags(&dp)?,
+        Some(0),
+        "the backend's answer did not confirm it"
+    );
+    let nat = dp.nat(&lb_common::FlowKey::new(
+        lb_user::sys::be_addr(be),
+        lb_user::sys::be_addr(SNAT),
+        BACKEND_PORT.to_be(),
+        port.to_be(),
+        lb_common::PROTO_TCP,
+    ))?;
+    ensure_eq!(nat.map(|n| n.flags & CT_HALF), Some(0));
+
+    // A takeover longer ago than the idle timeout.
+    svc.since_ns = now - dp.config().tcp_timeout_ns - 1_000_000_000;
+    dp.apply_service(&svc)?;
+    ensure_eq!(
+        run(&mut dp, &tcp(from_client(43_001, 80), ACK, b"data")).0,
+        XDP_DROP
+    );
+    ensure_eq!(dp.reason(Reason::DropNotSyn)?, 1);
+    Ok(())
+}

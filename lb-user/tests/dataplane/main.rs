@@ -481,6 +481,7 @@ fn main() {
         exhausted_snat_pool_is_counted,
         floods_leave_live_flows_alone,
         half_open_flows_expire_after_the_syn_timeout,
+        a_takeover_opens_midflow_segments_half_open,
         icmp_errors_reach_the_flows_other_end,
         short_quotes_and_udp_errors_are_translated,
         other_icmp_goes_to_the_kernel,
