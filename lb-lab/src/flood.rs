@@ -46,7 +46,7 @@ pub fn spoofed_tcp(dst: SocketAddrV4, rate: u64, dur: Duration) -> Result<Sent> 
         while i < due {
             let n = (i % SOURCES as u64) as u32;
             let src = Ipv4Addr::from(SPOOFED + n);
-            let syn = i % 2 == 0;
+            let syn = i.is_multiple_of(2);
             let b = PacketBuilder::ipv4(src.octets(), dst.ip().octets(), 64).tcp(
                 1024 + (n % 60_000) as u16,
                 dst.port(),
