@@ -123,17 +123,24 @@ pub fn setup(
         }
         rkey.dst_addr = svc.snat_addrs[ai as usize];
         rkey.dst_port = port.to_be();
-        match NATS.insert(&rkey, &nat, BPF_NOEXIST as u64) {
-            Ok(()) => {
-                claimed = true;
-                break;
+        // Look before claiming: a failed insert into an LRU map costs an
+        // allocation (and, in a full table, may evict another entry), so a
+        // pool held by a flood would make every probe pay it.
+        let held = NATS.get_ptr(&rkey);
+        if held.is_none() {
+            match NATS.insert(&rkey, &nat, BPF_NOEXIST as u64) {
+                Ok(()) => {
+                    claimed = true;
+                    break;
+                }
+                // Another CPU claimed it since: the next candidate.
+                Err(EEXIST) => continue,
+                // No room for a new entry: the table, not the pool, is full.
+                Err(_) => return Err(Reason::DropConnTableFull),
             }
-            Err(EEXIST) => {}
-            // No room for a new entry: the table, not the pool, is full.
-            Err(_) => return Err(Reason::DropConnTableFull),
         }
         // Taken: reclaim it only if its flow is dead or is this very flow.
-        if let Some(old) = NATS.get_ptr(&rkey) {
+        if let Some(old) = held {
             let old = unsafe { &*old };
             // Only with the sync running (the premise). A synced entry is
             // the peer's word that its flow lives (the peer reports the

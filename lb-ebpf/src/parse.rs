@@ -334,7 +334,9 @@ impl Frame {
         let l4 = match proto {
             PROTO_TCP => {
                 let tcp = ptr_at::<TcpHdr>(ctx, l4_off).ok_or(Reason::DropMalformed)?;
-                if !fits() || unsafe { (*tcp).doff } >> 4 < 5 || tot_len < IPV4_HLEN + 20 {
+                // The header with its options must be in the datagram.
+                let doff = (unsafe { (*tcp).doff } >> 4) as usize;
+                if !fits() || doff < 5 || tot_len < IPV4_HLEN + doff * 4 {
                     return Err(Reason::DropMalformed);
                 }
                 L4 {
@@ -345,7 +347,10 @@ impl Frame {
             }
             PROTO_UDP => {
                 let udp = ptr_at::<UdpHdr>(ctx, l4_off).ok_or(Reason::DropMalformed)?;
-                if !fits() || tot_len < IPV4_HLEN + 8 {
+                // UDP's own length: at least its header, at most the datagram
+                // (shorter leaves trailing bytes, as a receiver allows).
+                let len = u16::from_be(unsafe { (*udp).len }) as usize;
+                if !fits() || len < 8 || IPV4_HLEN + len > tot_len {
                     return Err(Reason::DropMalformed);
                 }
                 L4 {

@@ -19,7 +19,7 @@ use aya::{
 };
 use lb_user::{
     dataplane::{Dataplane, BENCH_OBJECT},
-    plan::BackendSpec,
+    plan::{BackendSpec, ServiceSpec},
 };
 use support::{dplab::*, packet::*};
 
@@ -224,6 +224,26 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
     dns.snat_addrs = snat;
     dp.apply_service(&web).unwrap();
     dp.apply_service(&dns).unwrap();
+    // A SYN flood's target: one backend behind 1,024 SNAT ports, all held
+    // by half-open flows, so every new SYN probes them all and evicts one.
+    let flooded = ServiceSpec {
+        id: 2,
+        port: 81,
+        snat_addrs: vec![SNAT],
+        snat_ports: (10_000, 11_023),
+        backends: web.backends[..1].to_vec(),
+        ..web.clone()
+    };
+    dp.apply_service(&flooded).unwrap();
+    for i in 0..2048u32 {
+        let e = Ends {
+            src: Ipv4Addr::from(0x6440_0000 + i),
+            ..from_client(1024, 81)
+        };
+        let (_, act, _) = time_prog(dp.program(), &tcp(e, SYN, b""), lab.c0, 1);
+        assert_eq!(act, XDP_REDIRECT);
+    }
+    assert!(dp.reason(lb_common::Reason::EvictHalfOpen).unwrap() > 0);
 
     // The floor programs' tables are as large as the connection table.
     let obj = EbpfLoader::new()
@@ -249,6 +269,7 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
     b.jump_to(dp.program().fd().unwrap());
 
     let syn = tcp(from_client(40000, 80), SYN, b"");
+    let flood_syn = tcp(from_client(40000, 81), SYN, b"");
     let ack = tcp(from_client(40000, 80), ACK, b"");
     b.base = (ack.clone(), lab.c0);
     let udp_q = udp(from_client(40000, 53), b"0123456789abcdef");
@@ -285,7 +306,7 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
     assert_eq!(act, XDP_REDIRECT);
 
     let mut rows = Vec::new();
-    let wrapped: [Case; 7] = [
+    let wrapped: [Case; 8] = [
         Case(
             "established TCP flow",
             &ack,
@@ -319,6 +340,14 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
             24.0,
             "-",
         ),
+        Case(
+            "SYN flood: new TCP flow, distinct 5-tuple, its SNAT pool held by half-open flows (one evicted)",
+            &flood_syn,
+            lab.c0,
+            Mode::Distinct,
+            24.0,
+            "-",
+        ),
         // Last: these fill the tables, after which every insert evicts.
         Case(
             "new TCP flow, distinct 5-tuple, both entries inserted (SYN)",
@@ -348,6 +377,7 @@ fn run(lab: &Lab, repeat: u32, rounds: u32, conn_max: u32) {
             // path (service, Maglev, SNAT ownership check) and revives the entries.
             dp.set_config(lb_common::Config {
                 tcp_timeout_ns: 0,
+                tcp_syn_timeout_ns: 0,
                 udp_timeout_ns: 0,
                 ..config
             })

@@ -22,7 +22,7 @@ const FRAG_NEEDED: Icmpv4Type =
 
 /// An Ethernet/IPv4 ICMP message from `src` to `dst` quoting the first
 /// `quote` bytes of the IPv4 packet in `frame` (an Ethernet frame).
-fn icmp(
+pub fn icmp_frame(
     (smac, dmac): ([u8; 6], [u8; 6]),
     (src, dst): (Ipv4Addr, Ipv4Addr),
     kind: Icmpv4Type,
@@ -88,14 +88,14 @@ pub fn icmp_errors_reach_the_flows_other_end() -> Result<(), Failed> {
         dport: snat_port,
     };
     for quote in [48, 576] {
-        let pkt = icmp(
+        let pkt = icmp_frame(
             ([2, 0, 0, 0, 0, 0xfe], lab.c0_mac),
             (ROUTER_C, VIP),
             FRAG_NEEDED,
             &tcp(restored, ACK, &data),
             quote,
         );
-        let want = icmp(
+        let want = icmp_frame(
             (lab.b0_mac, be_mac),
             (SNAT, be),
             FRAG_NEEDED,
@@ -114,14 +114,14 @@ pub fn icmp_errors_reach_the_flows_other_end() -> Result<(), Failed> {
         dport: BACKEND_PORT,
     };
     let from_client = from_client(40100, 80);
-    let pkt = icmp(
+    let pkt = icmp_frame(
         ([2, 0, 0, 0, 1, 0xfe], lab.b0_mac),
         (ROUTER_B, SNAT),
         FRAG_NEEDED,
         &tcp(to_backend, ACK, &data),
         576,
     );
-    let want = icmp(
+    let want = icmp_frame(
         (lab.c0_mac, CLIENT_MAC),
         (VIP, CLIENT),
         FRAG_NEEDED,
@@ -149,14 +149,14 @@ pub fn short_quotes_and_udp_errors_are_translated() -> Result<(), Failed> {
         sport: snat_port,
         dport: BACKEND_PORT,
     };
-    let pkt = icmp(
+    let pkt = icmp_frame(
         ([2, 0, 0, 0, 1, 0xfe], lab.b0_mac),
         (ROUTER_B, SNAT),
         ttl.clone(),
         &tcp(to_backend, ACK, b"data"),
         28,
     );
-    let want = icmp(
+    let want = icmp_frame(
         (lab.c0_mac, CLIENT_MAC),
         (VIP, CLIENT),
         ttl,
@@ -176,14 +176,14 @@ pub fn short_quotes_and_udp_errors_are_translated() -> Result<(), Failed> {
         let s = parse_valid(&out);
         let port = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port);
         // The datagram as the backend got it.
-        let pkt = icmp(
+        let pkt = icmp_frame(
             (backend_mac(s.dst), lab.b0_mac),
             (s.dst, SNAT),
             port.clone(),
             &out,
             576,
         );
-        let want = icmp((lab.c0_mac, CLIENT_MAC), (VIP, CLIENT), port, &q, 576);
+        let want = icmp_frame((lab.c0_mac, CLIENT_MAC), (VIP, CLIENT), port, &q, 576);
         forwards(&mut dp, &pkt, lab.b0, &want)?;
     }
     ensure_eq!(dp.reason(Reason::PassIcmpNoFlow)?, 0);
@@ -222,7 +222,7 @@ pub fn other_icmp_goes_to_the_kernel() -> Result<(), Failed> {
         (echo, tcp(unknown, ACK, b""), Reason::PassOtherProto),
     ];
     for (kind, quoted, reason) in cases {
-        let pkt = icmp(
+        let pkt = icmp_frame(
             ([2, 0, 0, 0, 0, 0xfe], lab.c0_mac),
             (ROUTER_C, VIP),
             kind,

@@ -46,11 +46,13 @@ macro_rules! ensure_eq {
 }
 
 mod flood;
+mod fuzz;
 mod icmp;
 mod policies;
 mod sync;
 
 use flood::*;
+use fuzz::*;
 use icmp::*;
 use policies::*;
 use sync::*;
@@ -500,6 +502,7 @@ fn main() {
         non_vip_traffic_passes_byte_identical,
         truncations_are_never_forwarded,
         random_input_is_never_forwarded_unless_well_formed,
+        mutated_frames_of_live_flows_are_forwarded_valid_or_refused,
         maglev_is_the_same_in_two_processes,
         pinned_maps_are_checked_when_adopted,
     ];
