@@ -48,6 +48,18 @@ fn forwards(dp: &mut Dataplane, pkt: &[u8], ifindex: u32, want: &[u8]) -> Result
     })
 }
 
+/// A client's packet as the LB sent it to backend `be` from `snat_port`.
+fn sent_to(be: Ipv4Addr, snat_port: u16) -> Ends {
+    Ends {
+        smac: lab().b0_mac,
+        dmac: backend_mac(be),
+        src: SNAT,
+        dst: be,
+        sport: snat_port,
+        dport: BACKEND_PORT,
+    }
+}
+
 /// A TCP flow through the LB: (backend, SNAT port).
 fn open(dp: &mut Dataplane, sport: u16) -> Result<(Ipv4Addr, u16), Failed> {
     let mut to = None;
@@ -105,14 +117,7 @@ pub fn icmp_errors_reach_the_flows_other_end() -> Result<(), Failed> {
         forwards(&mut dp, &pkt, lab.c0, &want)?;
     }
 
-    let to_backend = Ends {
-        smac: lab.b0_mac,
-        dmac: be_mac,
-        src: SNAT,
-        dst: be,
-        sport: snat_port,
-        dport: BACKEND_PORT,
-    };
+    let to_backend = sent_to(be, snat_port);
     let from_client = from_client(40100, 80);
     let pkt = icmp_frame(
         ([2, 0, 0, 0, 1, 0xfe], lab.b0_mac),
@@ -139,16 +144,8 @@ pub fn short_quotes_and_udp_errors_are_translated() -> Result<(), Failed> {
     let mut dp = dp();
     let lab = lab();
     let (be, snat_port) = open(&mut dp, 40101)?;
-    let be_mac = backend_mac(be);
     let ttl = Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit);
-    let to_backend = Ends {
-        smac: lab.b0_mac,
-        dmac: be_mac,
-        src: SNAT,
-        dst: be,
-        sport: snat_port,
-        dport: BACKEND_PORT,
-    };
+    let to_backend = sent_to(be, snat_port);
     let pkt = icmp_frame(
         ([2, 0, 0, 0, 1, 0xfe], lab.b0_mac),
         (ROUTER_B, SNAT),
@@ -166,11 +163,7 @@ pub fn short_quotes_and_udp_errors_are_translated() -> Result<(), Failed> {
     forwards(&mut dp, &pkt, lab.b0, &want)?;
 
     for zero in [false, true] {
-        let sport = if zero { 5400 } else { 5401 };
-        let mut q = udp(from_client(sport, 53), b"\x12\x34query");
-        if zero {
-            zero_udp_checksum(&mut q);
-        }
+        let q = query(if zero { 5400 } else { 5401 }, zero);
         let (act, out) = run(&mut dp, &q);
         ensure_eq!(act, XDP_REDIRECT);
         let s = parse_valid(&out);

@@ -269,16 +269,22 @@ fn exhausted_snat_pool_is_counted() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Every record waiting in the `SYNC` ring.
+/// A DNS query from client port `sport`, with a UDP checksum of 0 (none)
+/// if `zero`.
+fn query(sport: u16, zero: bool) -> Vec<u8> {
+    let mut q = udp(from_client(sport, 53), b"\x12\x34query");
+    if zero {
+        zero_udp_checksum(&mut q);
+    }
+    q
+}
+
 fn udp_forward_and_reply() -> Result<(), Failed> {
     let mut dp = dp();
     let lab = lab();
     for zero in [false, true] {
         let sport = if zero { 5353 } else { 5354 };
-        let mut q = udp(from_client(sport, 53), b"\x12\x34query");
-        if zero {
-            zero_udp_checksum(&mut q);
-        }
+        let q = query(sport, zero);
         let (act, out) = run(&mut dp, &q);
         ensure_eq!(act, XDP_REDIRECT);
         let s = parse_valid(&out);
