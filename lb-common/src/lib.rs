@@ -38,15 +38,15 @@ pub const CT_FIN: u32 = 1;
 /// Connection-entry flag: the flow was reported on `SYNC`, so its close is
 /// reported too.
 pub const CT_SYNCED: u32 = 2;
-/// Connection-entry flag: a TCP flow opened by a SYN whose client has not
-/// yet acknowledged the handshake. It lives `tcp_syn_timeout_ns`, is not
-/// reported for sync, and a new SYN may take its SNAT port when the pool
-/// runs short.
+/// Connection-entry flag: a TCP flow its backend has not confirmed yet
+/// with a segment other than a SYN or RST (a blind spoofer cannot make it
+/// do so). It is not reported for sync, and a new flow may take its SNAT
+/// port when the pool runs short.
 pub const CT_HALF: u32 = 4;
-/// Connection-entry flag, with `CT_HALF`: a TCP flow a segment other than a
-/// SYN opened after a takeover. The backend's answer (not a RST) confirms
-/// it, not the client's next segment, which a spoofer can send.
-pub const CT_TAKEOVER: u32 = 8;
+/// Connection-entry flag, with `CT_HALF`: a TCP flow opened by a SYN whose
+/// client has not acknowledged the handshake yet. It lives
+/// `tcp_syn_timeout_ns`.
+pub const CT_SYN_SENT: u32 = 8;
 
 /// `Config::flags` bit: report on `SYNC` the flows that did not get their
 /// first SNAT candidate, so the agent can hand them to its VRRP peer.
@@ -267,7 +267,8 @@ pub struct Config {
     /// refreshes cross a multiple of this (UDP: a third of its timeout), so
     /// the peer's copy never times out while the flow lives. 0 never.
     pub sync_refresh_ns: u64,
-    /// Idle timeout of a half-open TCP flow (`CT_HALF`).
+    /// Idle timeout of a TCP flow whose client has sent only its SYN
+    /// (`CT_SYN_SENT`).
     pub tcp_syn_timeout_ns: u64,
 }
 
@@ -376,11 +377,15 @@ pub enum Reason {
     /// An ICMP error to a VIP or SNAT address that quotes no live flow (or
     /// a quote that is not plain IPv4 with TCP or UDP): passed.
     PassIcmpNoFlow,
+    /// A "fragmentation needed" error to a VIP, for a backend, announcing
+    /// a next-hop MTU under 1280: dropped, since the backend would apply it
+    /// to every flow from the shared SNAT address.
+    DropIcmpSmallMtu,
 }
 
 impl Reason {
     /// Number of reasons: the size of the `REASONS` array.
-    pub const COUNT: u32 = Reason::PassIcmpNoFlow as u32 + 1;
+    pub const COUNT: u32 = Reason::DropIcmpSmallMtu as u32 + 1;
     /// All reasons in index order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
         Reason::PassNotOurs,
@@ -404,6 +409,7 @@ impl Reason {
         Reason::DropNotSyn,
         Reason::EvictHalfOpen,
         Reason::PassIcmpNoFlow,
+        Reason::DropIcmpSmallMtu,
     ];
 
     /// A stable snake_case name, for status output and metrics labels.
@@ -430,6 +436,7 @@ impl Reason {
             Reason::DropNotSyn => "drop_not_syn",
             Reason::EvictHalfOpen => "evict_half_open",
             Reason::PassIcmpNoFlow => "pass_icmp_no_flow",
+            Reason::DropIcmpSmallMtu => "drop_icmp_small_mtu",
         }
     }
 
@@ -447,6 +454,7 @@ impl Reason {
                 | Reason::DropConnTableFull
                 | Reason::DropRstNoConn
                 | Reason::DropNotSyn
+                | Reason::DropIcmpSmallMtu
         )
     }
 }

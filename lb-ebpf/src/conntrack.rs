@@ -1,6 +1,6 @@
 //! Connection lifetime: which entries are still live.
 
-use lb_common::{Config, CT_FIN, CT_HALF, PROTO_TCP};
+use lb_common::{Config, CT_FIN, CT_SYN_SENT, PROTO_TCP};
 
 /// Entries are refreshed at most this often, to spare cache-line bouncing
 /// between CPUs on busy flows.
@@ -11,10 +11,10 @@ pub const REFRESH_NS: u64 = 1_000_000_000;
 pub fn timeout(cfg: &Config, proto: u8, flags: u32) -> u64 {
     if proto != PROTO_TCP {
         cfg.udp_timeout_ns
-    } else if flags & CT_HALF != 0 {
-        cfg.tcp_syn_timeout_ns
     } else if flags & CT_FIN != 0 {
         cfg.tcp_fin_timeout_ns
+    } else if flags & CT_SYN_SENT != 0 {
+        cfg.tcp_syn_timeout_ns
     } else {
         cfg.tcp_timeout_ns
     }

@@ -8,6 +8,10 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{Config, Reason, ADDR_SNAT, ADDR_VIP};
 
+/// The smallest next-hop MTU an error sent on to a backend may announce:
+/// IPv6's minimum, which real paths meet.
+const MIN_PATH_MTU: u16 = 1280;
+
 use crate::{
     conntrack::expired,
     fullnat,
@@ -38,6 +42,12 @@ pub fn process(
     if kind & ADDR_VIP != 0 {
         if let Some(conn) = unsafe { CONNS.get(&key) } {
             if !expired(cfg, key.proto, conn.flags, conn.last_seen, now) {
+                // The backend keeps one path MTU per destination, and every
+                // client shares the SNAT address: one client's tiny MTU
+                // would shrink every flow's packets.
+                if e.frag_mtu != 0 && e.frag_mtu < MIN_PATH_MTU {
+                    return Err(Reason::DropIcmpSmallMtu);
+                }
                 let to = fullnat::to_backend(conn);
                 return Ok(fullnat::send_error(ctx, &e, to, cfg, now));
             }

@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     hash::flow_hash, Config, Conn, FlowKey, Nat, Reason, Service, ServiceKey, ADDR_SNAT, ADDR_VIP,
-    CT_FIN, CT_HALF, CT_TAKEOVER, PROTO_TCP, SVC_ENABLED,
+    CT_FIN, CT_HALF, CT_SYN_SENT, PROTO_TCP, SVC_ENABLED,
 };
 
 use crate::{
@@ -136,15 +136,11 @@ fn established(f: &Flow, key: &FlowKey, conn: &mut Conn) -> u32 {
         // Its port may have been taken over (see nat::setup).
         nat::release(conn, key);
         let _ = CONNS.remove(key);
-    } else if conn.flags & (CT_HALF | CT_TAKEOVER) == CT_HALF
-        && flags & (TCP_SYN | TCP_ACK) == TCP_ACK
-    {
-        // The client acknowledged the handshake.
-        nat::confirm(cfg, key, conn, now);
-        if flags & TCP_FIN != 0 {
-            sync::report(cfg, key, conn, CT_FIN);
-            conn.flags |= CT_FIN;
-        }
+    } else if conn.flags & CT_SYN_SENT != 0 && flags & (TCP_SYN | TCP_ACK) == TCP_ACK {
+        // The client acknowledged the handshake: its flow may live the full
+        // timeout, and stays half-open until the backend answers.
+        nat::acked(key, conn, now);
+        conn.flags |= (flags & TCP_FIN != 0) as u32 * CT_FIN;
     } else if flags & TCP_FIN != 0 && conn.flags & CT_FIN == 0 {
         sync::report(cfg, key, conn, CT_FIN);
         conn.flags |= CT_FIN;
@@ -193,10 +189,10 @@ fn reply(f: &Flow, key: &FlowKey, nat: &mut Nat) -> u32 {
         sync::report(cfg, &fwd, &conn, CT_FIN);
         let _ = CONNS.remove(&fwd);
         let _ = NATS.remove(key);
-    } else if nat.flags & CT_TAKEOVER != 0 && flags & TCP_SYN == 0 {
-        // The backend knows the flow a takeover opened.
-        nat::confirm_reply(cfg, key, nat, now);
+    } else if nat.flags & CT_HALF != 0 && flags & TCP_SYN == 0 {
+        // The backend answered within the flow: it is real.
         nat.flags |= (flags & TCP_FIN != 0) as u32 * CT_FIN;
+        nat::confirm_reply(cfg, key, nat, now);
     } else if flags & TCP_FIN != 0 && nat.flags & CT_FIN == 0 {
         nat.flags |= CT_FIN;
         nat.last_seen = now;
@@ -230,13 +226,13 @@ fn new_flow(f: &Flow, key: &FlowKey, dead: Option<&mut Conn>) -> Result<u32, Rea
     if tcp && !opens(cfg, svc, flags, now) {
         return Err(Reason::DropNotSyn);
     }
-    // Every TCP flow starts half-open: a SYN's until its client's ACK, a
-    // takeover's until its backend answers.
+    // Every TCP flow starts half-open, until its backend answers; a SYN's
+    // lives the short timeout until its client's ACK.
     let midflow = tcp && flags & TCP_SYN == 0;
     let half = match (tcp, midflow) {
         (false, _) => 0,
-        (true, false) => CT_HALF,
-        (true, true) => CT_HALF | CT_TAKEOVER,
+        (true, false) => CT_HALF | CT_SYN_SENT,
+        (true, true) => CT_HALF,
     };
     let hash = flow_hash(
         cfg.hash_seed,

@@ -3,7 +3,7 @@
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
     snat_candidate, Backend, Config, Conn, FlowKey, Nat, Reason, Service, CFG_SYNC, CFG_SYNC_ALL,
-    CT_HALF, CT_SYNCED, CT_TAKEOVER, MAX_SNAT_ADDRS, PROTO_TCP, SNAT_TRIES,
+    CT_FIN, CT_HALF, CT_SYNCED, CT_SYN_SENT, MAX_SNAT_ADDRS, PROTO_TCP, SNAT_TRIES,
 };
 
 use crate::{
@@ -154,7 +154,7 @@ pub fn setup(
             let reclaimable = old.restores(key)
                 || before_takeover
                 || expired(cfg, key.proto, old.flags, old.last_seen, now);
-            if reclaimable && NATS.insert(&rkey, &nat, BPF_ANY as u64).is_ok() {
+            if reclaimable && take(&rkey, &nat) {
                 claimed = true;
                 break;
             }
@@ -219,52 +219,60 @@ fn evict(svc: &Service, key: &FlowKey, hash: u32, rkey: &mut FlowKey, nat: &Nat)
         return false;
     };
     let old = unsafe { &*old };
-    // Another CPU may have confirmed it meanwhile.
-    if old.flags & CT_HALF == 0 {
+    // Still the flow chosen: another CPU may have confirmed it, or taken
+    // its port for a new flow, meanwhile.
+    if old.flags & CT_HALF == 0 || old.last_seen != seen {
         return false;
     }
     let okey = old.client_key(key.proto);
-    if let Some(c) = CONNS.get_ptr(&okey) {
-        let c = unsafe { &*c };
-        if c.snat_addr == rkey.dst_addr && c.snat_port == rkey.dst_port {
-            let _ = CONNS.remove(&okey);
+    take(rkey, nat) && {
+        if let Some(c) = CONNS.get_ptr(&okey) {
+            if unsafe { &*c }.reverse_key(key.proto) == *rkey {
+                let _ = CONNS.remove(&okey);
+            }
         }
+        count(Reason::EvictHalfOpen);
+        true
     }
-    if NATS.insert(&*rkey, nat, BPF_ANY as u64).is_err() {
-        return false;
-    }
-    count(Reason::EvictHalfOpen);
-    true
 }
 
-/// The half-open flow `key` with entry `conn` is confirmed (see
-/// `CT_HALF`): both its entries now live the full timeout, and the sync
-/// hears of it.
+/// Replaces the NAT entry at `rkey` with `nat`: a remove that only one CPU
+/// can win, then an insert that fails if another CPU's new flow claimed the
+/// freed port first. (An overwrite would let two CPUs both win the port.)
 #[inline(always)]
-pub fn confirm(cfg: &Config, key: &FlowKey, conn: &mut Conn, now: u64) {
-    conn.flags &= !(CT_HALF | CT_TAKEOVER);
+fn take(rkey: &FlowKey, nat: &Nat) -> bool {
+    NATS.remove(rkey).is_ok() && NATS.insert(rkey, nat, BPF_NOEXIST as u64).is_ok()
+}
+
+/// The client of the flow `key` (entry `conn`) acknowledged the handshake:
+/// both entries now live the full timeout.
+#[inline(always)]
+pub fn acked(key: &FlowKey, conn: &mut Conn, now: u64) {
+    conn.flags &= !CT_SYN_SENT;
     conn.last_seen = now;
     if let Some(n) = NATS.get_ptr_mut(&conn.reverse_key(key.proto)) {
         let nat = unsafe { &mut *n };
         if nat.restores(key) {
-            nat.flags &= !(CT_HALF | CT_TAKEOVER);
+            nat.flags &= !CT_SYN_SENT;
             nat.last_seen = now;
         }
     }
-    sync::report(cfg, key, conn, 0);
 }
 
-/// [`confirm`] from the backend's side: `rkey` (backend → SNAT) and its
-/// entry `nat`.
+/// The backend of the half-open flow with NAT key `rkey` (backend → SNAT)
+/// and entry `nat` answered within it: both entries are confirmed (see
+/// `CT_HALF`), and the sync hears of the flow, closing if it is.
 #[inline(always)]
 pub fn confirm_reply(cfg: &Config, rkey: &FlowKey, nat: &mut Nat, now: u64) {
-    nat.flags &= !(CT_HALF | CT_TAKEOVER);
+    nat.flags &= !(CT_HALF | CT_SYN_SENT);
     nat.last_seen = now;
     let key = nat.client_key(rkey.proto);
     if let Some(c) = CONNS.get_ptr_mut(&key) {
         let conn = unsafe { &mut *c };
         if conn.reverse_key(rkey.proto) == *rkey {
-            confirm(cfg, &key, conn, now);
+            conn.flags &= !(CT_HALF | CT_SYN_SENT);
+            conn.last_seen = now;
+            sync::report(cfg, &key, conn, conn.flags & CT_FIN);
         }
     }
 }

@@ -27,6 +27,8 @@ const IPV4_PLAIN: u8 = 0x45;
 const ICMP_DEST_UNREACH: u8 = 3;
 /// See [`ICMP_DEST_UNREACH`].
 const ICMP_TIME_EXCEEDED: u8 = 11;
+/// Destination unreachable's code "fragmentation needed and DF set".
+const ICMP_FRAG_NEEDED: u8 = 4;
 /// ICMP header, then the quoted IPv4 header, then at least 8 bytes of it.
 const ICMP_HLEN: usize = 8;
 /// Offset of the TCP checksum in its header: quoted only past 8 bytes.
@@ -247,6 +249,8 @@ pub struct IcmpError {
     pub inner_check: bool,
     /// The quoted packet's protocol: `PROTO_TCP` or `PROTO_UDP`.
     pub inner_proto: u8,
+    /// For "fragmentation needed", the next hop's MTU (host order); else 0.
+    pub frag_mtu: u16,
 }
 
 impl IcmpError {
@@ -382,10 +386,16 @@ impl Frame {
         }
         let off = self.l3 + IPV4_HLEN;
         let icmp = ptr_at::<IcmpHdr>(ctx, off).ok_or(Reason::DropMalformed)?;
-        let kind = unsafe { (*icmp).kind };
+        let (kind, code, rest) = unsafe { ((*icmp).kind, (*icmp).code, (*icmp).rest) };
         if kind != ICMP_DEST_UNREACH && kind != ICMP_TIME_EXCEEDED {
             return Err(Reason::PassOtherProto);
         }
+        // The MTU is the low half of the rest of the header (RFC 1191).
+        let frag_mtu = if kind == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED {
+            u32::from_be(rest) as u16
+        } else {
+            0
+        };
         let inner = ptr_at::<Ipv4Hdr>(ctx, off + ICMP_HLEN).ok_or(Reason::PassIcmpNoFlow)?;
         let l4_off = off + ICMP_HLEN + IPV4_HLEN;
         // Ports, then UDP's length and checksum or TCP's sequence number.
@@ -426,6 +436,7 @@ impl Frame {
             },
             inner_check,
             inner_proto: proto,
+            frag_mtu,
         })
     }
 }

@@ -1,8 +1,8 @@
 //! Reports for the agent's connection sync (`SYNC` ring, `CFG_SYNC`).
 //!
 //! A synced flow (`CT_SYNCED`: every flow with `CFG_SYNC_ALL`, else those
-//! off their hashed SNAT port) is reported when it starts (TCP: when the
-//! client completes the handshake), while it lives
+//! off their hashed SNAT port) is reported when it starts (TCP: when its
+//! backend confirms it), while it lives
 //! (so the peer's copy does not time out), and when it closes (so the peer
 //! does not hold its port for the whole idle timeout).
 
@@ -17,8 +17,8 @@ use crate::{
 
 /// Reports flow `key` (client → VIP) with `conn`'s mapping, if it is
 /// synced; `flags` is 0 for an open flow, `CT_FIN` for a closing one. A
-/// half-open flow is not reported: a SYN flood must not reach the peer. Its
-/// client's ACK reports it (and a takeover meanwhile re-derives it).
+/// half-open flow is not reported: a flood must not reach the peer. Its
+/// backend's answer reports it (and a takeover meanwhile re-derives it).
 #[inline(always)]
 pub fn report(cfg: &Config, key: &FlowKey, conn: &Conn, flags: u32) {
     if conn.flags & (CT_SYNCED | CT_HALF) != CT_SYNCED || cfg.flags & CFG_SYNC == 0 {

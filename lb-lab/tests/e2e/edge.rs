@@ -62,7 +62,7 @@ fn conns(lab: &Lab, m: usize) -> Result<usize, Failed> {
 /// A spoofed SYN and ACK flood at 20 times the SNAT pool per second for
 /// 10 s, from the client's namespace: at least 95 % of real new connections
 /// during it succeed, keep-alive streams opened before it answer
-/// throughout, and the ACKs create nothing.
+/// throughout, and the connection table stays within the pool.
 pub fn spoofed_flood_spares_real_clients(lab: &Lab) -> Result<(), Failed> {
     let m = lab.wait_master(Duration::from_secs(5))?;
     let vip = SocketAddrV4::new(VIP, EDGE_PORT);

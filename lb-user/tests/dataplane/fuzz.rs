@@ -317,7 +317,12 @@ fn frame(l: &Live, class: Class, rng: &mut Rng) -> (Vec<u8>, u32) {
             (router, to),
             frag,
             &build(quoted),
-            64 + rng.below(512) as usize,
+            // Half of them short: 8 to 20 bytes of TCP or UDP.
+            if rng.below(2) == 0 {
+                28 + rng.below(13) as usize
+            } else {
+                28 + rng.below(548) as usize
+            },
         );
         return (f, ingress);
     }
@@ -425,7 +430,20 @@ fn valid_output(out: &[u8]) -> Result<(), String> {
             u.length = (n + 8) as u16;
             u.checksum == 0 || u.calc_checksum_ipv4(ip, &payload[..n]).ok() == Some(u.checksum)
         }
-        Some(TransportHeader::Icmpv4(i)) => i.icmp_type.calc_checksum(payload) == i.checksum,
+        Some(TransportHeader::Icmpv4(i)) => {
+            // The quote: a valid IPv4 header of a packet between the
+            // error's two ends, from its destination.
+            let q = etherparse::Ipv4HeaderSlice::from_slice(payload)
+                .map_err(|e| format!("quote: {e}"))?
+                .to_header();
+            if q.header_checksum != q.calc_header_checksum() {
+                return Err("quoted IPv4 checksum".into());
+            }
+            if (q.source, q.destination) != (ip.destination, ip.source) {
+                return Err("quote not from the error's destination".into());
+            }
+            i.icmp_type.calc_checksum(payload) == i.checksum
+        }
         other => return Err(format!("transport {other:?}")),
     };
     if ok {

@@ -60,18 +60,6 @@ fn sent_to(be: Ipv4Addr, snat_port: u16) -> Ends {
     }
 }
 
-/// A TCP flow through the LB: (backend, SNAT port).
-fn open(dp: &mut Dataplane, sport: u16) -> Result<(Ipv4Addr, u16), Failed> {
-    let mut to = None;
-    for flags in [SYN, ACK] {
-        let (act, out) = run(dp, &tcp(from_client(sport, 80), flags, b""));
-        ensure_eq!(act, XDP_REDIRECT);
-        let s = parse_valid(&out);
-        to = Some((s.dst, s.sport));
-    }
-    Ok(to.unwrap())
-}
-
 /// Fragmentation needed from a router on the client's side, about a reply
 /// we restored (VIP → client), goes to the backend as if about its own
 /// packet (backend → SNAT); from the backends' side, about a client's
@@ -80,7 +68,7 @@ fn open(dp: &mut Dataplane, sport: u16) -> Result<(Ipv4Addr, u16), Failed> {
 pub fn icmp_errors_reach_the_flows_other_end() -> Result<(), Failed> {
     let mut dp = dp();
     let lab = lab();
-    let (be, snat_port) = open(&mut dp, 40100)?;
+    let (be, snat_port) = handshake(&mut dp, 40100)?;
     let be_mac = backend_mac(be);
     let data = vec![0x5a; 1360];
     let restored = Ends {
@@ -143,7 +131,7 @@ pub fn icmp_errors_reach_the_flows_other_end() -> Result<(), Failed> {
 pub fn short_quotes_and_udp_errors_are_translated() -> Result<(), Failed> {
     let mut dp = dp();
     let lab = lab();
-    let (be, snat_port) = open(&mut dp, 40101)?;
+    let (be, snat_port) = handshake(&mut dp, 40101)?;
     let ttl = Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit);
     let to_backend = sent_to(be, snat_port);
     let pkt = icmp_frame(
@@ -188,7 +176,7 @@ pub fn short_quotes_and_udp_errors_are_translated() -> Result<(), Failed> {
 pub fn other_icmp_goes_to_the_kernel() -> Result<(), Failed> {
     let mut dp = dp();
     let lab = lab();
-    let (be, snat_port) = open(&mut dp, 40102)?;
+    let (be, snat_port) = handshake(&mut dp, 40102)?;
     let unknown = Ends {
         sport: 80,
         dport: 40999,
@@ -228,5 +216,37 @@ pub fn other_icmp_goes_to_the_kernel() -> Result<(), Failed> {
         ensure_eq!(out, pkt);
         ensure_eq!(dp.reason(reason)?, before + 1, "{reason:?}");
     }
+    Ok(())
+}
+
+/// A client's "fragmentation needed" announcing an MTU under 1280 is not
+/// sent on to the backend, which would apply it to every client behind the
+/// shared SNAT address; 1280 itself is.
+pub fn tiny_path_mtus_stay_away_from_the_backends() -> Result<(), Failed> {
+    let mut dp = dp();
+    let lab = lab();
+    handshake(&mut dp, 40103)?;
+    let restored = Ends {
+        smac: lab.c0_mac,
+        dmac: CLIENT_MAC,
+        src: VIP,
+        dst: CLIENT,
+        sport: 80,
+        dport: 40103,
+    };
+    for (mtu, act) in [(552, XDP_DROP), (1279, XDP_DROP), (1280, XDP_REDIRECT)] {
+        let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: mtu,
+        });
+        let pkt = icmp_frame(
+            ([2, 0, 0, 0, 0, 0xfe], lab.c0_mac),
+            (ROUTER_C, VIP),
+            kind,
+            &tcp(restored, ACK, &[0; 1300]),
+            576,
+        );
+        ensure_eq!(run(&mut dp, &pkt).0, act, "MTU {mtu}");
+    }
+    ensure_eq!(dp.reason(Reason::DropIcmpSmallMtu)?, 2);
     Ok(())
 }

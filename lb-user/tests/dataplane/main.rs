@@ -118,6 +118,36 @@ fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
     )
 }
 
+/// The backend's answer within the TCP flow that reached backend `be` from
+/// SNAT port `port` (confirms a half-open flow).
+fn answer(dp: &mut Dataplane, be: Ipv4Addr, port: u16) -> Result<(), Failed> {
+    let lab = lab();
+    let e = Ends {
+        smac: backend_mac(be),
+        dmac: lab.b0_mac,
+        src: be,
+        dst: SNAT,
+        sport: BACKEND_PORT,
+        dport: port,
+    };
+    let (act, _) = run_on(dp, &tcp(e, ACK, b""), lab.b0)?;
+    ensure_eq!(act, XDP_REDIRECT, "the answer: {:?}", dp.reasons()?);
+    Ok(())
+}
+
+/// A whole TCP handshake from client port `sport` to the web service: SYN,
+/// the backend's answer, the client's ACK. Returns (backend, SNAT port).
+fn handshake(dp: &mut Dataplane, sport: u16) -> Result<(Ipv4Addr, u16), Failed> {
+    let (act, out) = run(dp, &tcp(from_client(sport, 80), SYN, b""));
+    ensure_eq!(act, XDP_REDIRECT, "SYN from {sport}: {:?}", dp.reasons()?);
+    let s = parse_valid(&out);
+    answer(dp, s.dst, s.sport)?;
+    let (act, out) = run(dp, &tcp(from_client(sport, 80), ACK, b""));
+    ensure_eq!(act, XDP_REDIRECT);
+    ensure_eq!(parse_valid(&out).sport, s.sport);
+    Ok((s.dst, s.sport))
+}
+
 fn backend_matches_maglev_prediction() -> Result<(), Failed> {
     let mut dp = dp();
     let table = maglev::build(SEED, M, &web().backends);
@@ -252,15 +282,15 @@ fn exhausted_snat_pool_is_counted() -> Result<(), Failed> {
     dp.apply_service(&svc)?;
     let mut ok = 0;
     for p in 0..15 {
-        // Established flows: a SYN never takes their ports.
-        match run(&mut dp, &tcp(from_client(50000 + p, 80), SYN, b"")).0 {
-            XDP_REDIRECT => {
+        // Confirmed flows: a SYN never takes their ports.
+        match run(&mut dp, &tcp(from_client(50000 + p, 80), SYN, b"")) {
+            (XDP_REDIRECT, out) => {
                 ok += 1;
-                let ack = tcp(from_client(50000 + p, 80), ACK, b"");
-                ensure_eq!(run(&mut dp, &ack).0, XDP_REDIRECT);
+                let s = parse_valid(&out);
+                answer(&mut dp, s.dst, s.sport)?;
             }
-            XDP_DROP => {}
-            a => return Err(format!("action {a}").into()),
+            (XDP_DROP, _) => {}
+            (a, _) => return Err(format!("action {a}").into()),
         }
     }
     ensure_eq!(ok, 10);
@@ -493,6 +523,7 @@ fn main() {
         icmp_errors_reach_the_flows_other_end,
         short_quotes_and_udp_errors_are_translated,
         other_icmp_goes_to_the_kernel,
+        tiny_path_mtus_stay_away_from_the_backends,
         flows_off_their_first_snat_port_are_reported_for_sync,
         an_installed_peer_flow_is_forwarded_and_restored,
         a_datagrams_flows_apply_in_order,
