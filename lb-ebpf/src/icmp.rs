@@ -8,16 +8,16 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{Config, Reason, ADDR_SNAT, ADDR_VIP};
 
-/// The smallest next-hop MTU an error sent on to a backend may announce:
-/// IPv6's minimum, which real paths meet.
-const MIN_PATH_MTU: u16 = 1280;
-
 use crate::{
     conntrack::expired,
     fullnat,
     maps::{CONNS, NATS},
     parse::Frame,
 };
+
+/// The smallest next-hop MTU an error sent on to a backend may announce:
+/// IPv6's minimum, which real paths meet.
+const MIN_PATH_MTU: u16 = 1280;
 
 /// Forwards the ICMP error in `frame` to the other end of the flow it
 /// quotes: an error to a VIP quotes a reply we restored to a client, so it

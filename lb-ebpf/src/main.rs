@@ -73,16 +73,15 @@ struct Flow<'a> {
 fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     let frame = parse::frame(ctx)?;
     let kind = *unsafe { ADDRS.get(&frame.ip.dst()) }.ok_or(Reason::PassNotOurs)?;
+    let cfg = CONFIG.get(0).ok_or(Reason::PassNoConfig)?;
     // From here on the packet is addressed to us: apply the policies.
     let p = match frame.transport(ctx) {
         Ok(p) => p,
         Err(Reason::PassOtherProto) => {
-            let cfg = CONFIG.get(0).ok_or(Reason::PassNoConfig)?;
             return icmp::process(ctx, frame, kind, cfg, unsafe { bpf_ktime_get_ns() });
         }
         Err(r) => return Err(r),
     };
-    let cfg = CONFIG.get(0).ok_or(Reason::PassNoConfig)?;
     let key = p.key();
     let f = Flow {
         ctx,
@@ -229,10 +228,12 @@ fn new_flow(f: &Flow, key: &FlowKey, dead: Option<&mut Conn>) -> Result<u32, Rea
     // Every TCP flow starts half-open, until its backend answers; a SYN's
     // lives the short timeout until its client's ACK.
     let midflow = tcp && flags & TCP_SYN == 0;
-    let half = match (tcp, midflow) {
-        (false, _) => 0,
-        (true, false) => CT_HALF | CT_SYN_SENT,
-        (true, true) => CT_HALF,
+    let half = if !tcp {
+        0
+    } else if midflow {
+        CT_HALF
+    } else {
+        CT_HALF | CT_SYN_SENT
     };
     let hash = flow_hash(
         cfg.hash_seed,

@@ -20,7 +20,7 @@ const EVICT_TRIES: u32 = 8;
 const EEXIST: i32 = -17;
 
 /// Revives the dead entry `conn` of flow `key` in place, with `flags`
-/// (`CT_HALF` for a SYN), when the flow goes to the same backend (`picked`:
+/// (a new TCP flow's `CT_HALF` and `CT_SYN_SENT`), when the flow goes to the same backend (`picked`:
 /// its id and address) and its NAT entry still belongs to it. Returns
 /// whether it did.
 #[inline(always)]
@@ -74,8 +74,8 @@ pub fn release(conn: &Conn, key: &FlowKey) {
 }
 
 /// Claims an SNAT ip:port towards `backend` for the flow `key` and writes the
-/// NAT and connection entries together, both with `flags` (`CT_HALF` for a
-/// flow a SYN opens). The first candidate comes from the flow hash; a
+/// NAT and connection entries together, both with `flags` (a new TCP flow's
+/// `CT_HALF`, and `CT_SYN_SENT` when a SYN opened it). The first candidate comes from the flow hash; a
 /// `BPF_NOEXIST` insert into the NAT map is the claim, so two live flows to
 /// one backend never share a port. A VRRP peer taking over mid-flow derives
 /// the same first candidate; a flow that got a later one is reported on
@@ -89,7 +89,7 @@ pub fn release(conn: &Conn, key: &FlowKey) {
 ///
 /// When every candidate is taken, a TCP flow takes the port of the oldest
 /// half-open flow among its first candidates: a spoofed SYN flood then
-/// holds a port only until newer SYNs need it, and an established flow is
+/// holds a port only until newer SYNs need it, and a confirmed flow is
 /// never evicted.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]

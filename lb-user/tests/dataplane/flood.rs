@@ -143,14 +143,7 @@ pub fn a_takeover_opens_midflow_segments_half_open() -> Result<(), Failed> {
         XDP_REDIRECT
     );
     ensure_eq!(flags(&dp)?, Some(CT_HALF), "the client confirmed it");
-    let reply = Ends {
-        smac: backend_mac(be),
-        dmac: lab.b0_mac,
-        src: be,
-        dst: SNAT,
-        sport: BACKEND_PORT,
-        dport: port,
-    };
+    let reply = from_backend(be, port);
     ensure_eq!(
         run_on(&mut dp, &tcp(reply, ACK, b"answer"), lab.b0)?.0,
         XDP_REDIRECT

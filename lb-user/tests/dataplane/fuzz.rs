@@ -73,11 +73,9 @@ fn sum(b: &[u8]) -> u32 {
         .sum()
 }
 
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
+/// The checksum of a sum of words.
+fn fold(s: u32) -> u16 {
+    !lb_common::csum::fold(s.into())
 }
 
 /// Recomputes the IPv4 header checksum of the header at `l3`.
@@ -221,26 +219,19 @@ fn fate(before: &[(Reason, u64)], after: &[(Reason, u64)]) -> Option<Fate> {
 
 /// Opens `sport`'s flow (TCP: SYN, then ACK) and returns where it goes.
 fn open(dp: &mut Dataplane, sport: u16, proto: u8) -> Result<Live, Failed> {
-    let mut last = None;
-    let pkts = if proto == PROTO_TCP {
-        vec![
-            tcp(from_client(sport, 80), SYN, b""),
-            tcp(from_client(sport, 80), ACK, b""),
-        ]
+    let (be, port) = if proto == PROTO_TCP {
+        handshake(dp, sport)?
     } else {
-        vec![udp(from_client(sport, 53), b"query")]
-    };
-    for p in pkts {
-        let (act, out) = run(dp, &p);
+        let (act, out) = run(dp, &udp(from_client(sport, 53), b"query"));
         ensure_eq!(act, XDP_REDIRECT, "opening {sport}: {:?}", dp.reasons()?);
-        last = Some(parse_valid(&out));
-    }
-    let s = last.unwrap();
+        let s = parse_valid(&out);
+        (s.dst, s.sport)
+    };
     Ok(Live {
         sport,
         proto,
-        be: s.dst,
-        port: s.sport,
+        be,
+        port,
     })
 }
 

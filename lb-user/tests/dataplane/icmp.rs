@@ -71,22 +71,8 @@ pub fn icmp_errors_reach_the_flows_other_end() -> Result<(), Failed> {
     let (be, snat_port) = handshake(&mut dp, 40100)?;
     let be_mac = backend_mac(be);
     let data = vec![0x5a; 1360];
-    let restored = Ends {
-        smac: lab.c0_mac,
-        dmac: CLIENT_MAC,
-        src: VIP,
-        dst: CLIENT,
-        sport: 80,
-        dport: 40100,
-    };
-    let sent = Ends {
-        smac: be_mac,
-        dmac: lab.b0_mac,
-        src: be,
-        dst: SNAT,
-        sport: BACKEND_PORT,
-        dport: snat_port,
-    };
+    let restored = restored_to(40100);
+    let sent = from_backend(be, snat_port);
     for quote in [48, 576] {
         let pkt = icmp_frame(
             ([2, 0, 0, 0, 0, 0xfe], lab.c0_mac),
@@ -226,14 +212,7 @@ pub fn tiny_path_mtus_stay_away_from_the_backends() -> Result<(), Failed> {
     let mut dp = dp();
     let lab = lab();
     handshake(&mut dp, 40103)?;
-    let restored = Ends {
-        smac: lab.c0_mac,
-        dmac: CLIENT_MAC,
-        src: VIP,
-        dst: CLIENT,
-        sport: 80,
-        dport: 40103,
-    };
+    let restored = restored_to(40103);
     for (mtu, act) in [(552, XDP_DROP), (1279, XDP_DROP), (1280, XDP_REDIRECT)] {
         let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
             next_hop_mtu: mtu,

@@ -118,19 +118,34 @@ fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
     )
 }
 
-/// The backend's answer within the TCP flow that reached backend `be` from
-/// SNAT port `port` (confirms a half-open flow).
-fn answer(dp: &mut Dataplane, be: Ipv4Addr, port: u16) -> Result<(), Failed> {
-    let lab = lab();
-    let e = Ends {
+/// A web backend `be`'s packet to SNAT port `port`, on the backend link.
+fn from_backend(be: Ipv4Addr, port: u16) -> Ends {
+    Ends {
         smac: backend_mac(be),
-        dmac: lab.b0_mac,
+        dmac: lab().b0_mac,
         src: be,
         dst: SNAT,
         sport: BACKEND_PORT,
         dport: port,
-    };
-    let (act, _) = run_on(dp, &tcp(e, ACK, b""), lab.b0)?;
+    }
+}
+
+/// A web reply as the LB restored it to client port `sport`.
+fn restored_to(sport: u16) -> Ends {
+    Ends {
+        smac: lab().c0_mac,
+        dmac: CLIENT_MAC,
+        src: VIP,
+        dst: CLIENT,
+        sport: 80,
+        dport: sport,
+    }
+}
+
+/// The backend's answer within the TCP flow that reached backend `be` from
+/// SNAT port `port` (confirms a half-open flow).
+fn answer(dp: &mut Dataplane, be: Ipv4Addr, port: u16) -> Result<(), Failed> {
+    let (act, _) = run_on(dp, &tcp(from_backend(be, port), ACK, b""), lab().b0)?;
     ensure_eq!(act, XDP_REDIRECT, "the answer: {:?}", dp.reasons()?);
     Ok(())
 }
